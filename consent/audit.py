@@ -1,0 +1,150 @@
+"""``moodfed consent audit``: recompute the whole log from its stored rows.
+
+Every leaf is re-derived from the stored record (and its device signature checked),
+the tree is rebuilt, every stored checkpoint's signature and its consistency with
+the latest are verified, and the materialized state is replayed. The first bad
+index is named, so an operator knows where a row was changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from consent.encoding import b64encode
+from consent.merkle import MerkleTree, ProofError, hash_leaf, verify_consistency
+from consent.note import NoteError, NoteVerifier, open_checkpoint
+from consent.statement import (
+    SignedRecord,
+    StatementError,
+    canonical_record,
+    parse_json_strict,
+    verify_record_signature,
+)
+from consent.store import ConsentState, LogCheckpoint, LogEntry, LogHead, create_engine
+
+__all__ = ["AuditReport", "audit_log"]
+
+
+@dataclass
+class AuditReport:
+    size: int = 0
+    checkpoints: int = 0
+    root: str = ""
+    problems: list[str] = field(default_factory=list)
+    first_bad_index: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def fail(self, message: str, *, index: int | None = None) -> None:
+        if index is not None and self.first_bad_index is None:
+            self.first_bad_index = index
+        self.problems.append(message)
+
+
+def _rows(session: Session) -> Iterator[LogEntry]:
+    last = -1
+    while True:
+        page = (
+            session.execute(
+                select(LogEntry).where(LogEntry.index > last).order_by(LogEntry.index).limit(5000)
+            )
+            .scalars()
+            .all()
+        )
+        if not page:
+            return
+        yield from page
+        last = page[-1].index
+        session.expunge_all()
+
+
+def _check_entry(row: LogEntry, report: AuditReport) -> None:
+    i = row.index
+    if hash_leaf(row.leaf) != row.leaf_hash:
+        report.fail(f"index {i}: stored leaf hash does not match the stored record", index=i)
+        return
+    try:
+        record = SignedRecord.model_validate(parse_json_strict(row.leaf))
+        verify_record_signature(record)
+    except (StatementError, ValidationError) as exc:
+        report.fail(f"index {i}: the stored record is not a validly signed record: {exc}", index=i)
+        return
+    if canonical_record(record) != row.leaf:
+        report.fail(f"index {i}: the stored record is not in canonical (JCS) form", index=i)
+    s = record.statement
+    columns = (row.device_key, row.purpose, row.action, row.nonce, row.issued_at)
+    if columns != (s.device_key, s.purpose, s.action, s.nonce, s.issued_at):
+        report.fail(f"index {i}: the row's columns disagree with its signed record", index=i)
+
+
+def audit_log(database_url: str, verifier_key: str) -> AuditReport:
+    """Audit the log at ``database_url`` against the log's published verifier key."""
+    report = AuditReport()
+    verifier = NoteVerifier(verifier_key)
+    engine = create_engine(database_url)
+    tree = MerkleTree()
+    latest: dict[tuple[str, str], tuple[str, int]] = {}
+    with Session(engine) as session:
+        for row in _rows(session):
+            if row.index != tree.size:
+                report.fail(
+                    f"index {tree.size}: missing (next stored is {row.index})", index=tree.size
+                )
+                break
+            _check_entry(row, report)
+            tree.append(hash_leaf(row.leaf))
+            latest[(row.device_key, row.purpose)] = (row.action, row.index)
+        report.size = tree.size
+        report.root = b64encode(tree.root())
+        head = session.execute(select(LogHead).where(LogHead.id == 1)).scalar_one()
+        if head.size != tree.size:
+            report.fail(
+                f"the head says size {head.size} but {tree.size} entries are stored",
+                index=min(head.size, tree.size),
+            )
+        checkpoints = session.execute(select(LogCheckpoint).order_by(LogCheckpoint.size))
+        for cp in checkpoints.scalars():
+            report.checkpoints += 1
+            try:
+                signed = open_checkpoint(cp.note, verifier)
+            except NoteError as exc:
+                report.fail(f"checkpoint {cp.size}: {exc}")
+                continue
+            if signed.size != cp.size or signed.root_hash != cp.root_hash:
+                report.fail(f"checkpoint {cp.size}: its columns disagree with its signed note")
+            if signed.size > tree.size:
+                report.fail(f"checkpoint {cp.size}: signed for more entries than are stored")
+                continue
+            try:
+                verify_consistency(
+                    old_size=signed.size,
+                    new_size=tree.size,
+                    old_root=signed.root_hash,
+                    new_root=tree.root(),
+                    proof=tree.consistency_proof(signed.size, tree.size),
+                )
+            except ProofError:
+                report.fail(
+                    f"checkpoint {signed.size}: the stored entries no longer match the root "
+                    f"the log signed; an entry below index {signed.size} was changed",
+                    index=None if report.first_bad_index is not None else signed.size - 1,
+                )
+        states = {
+            (s.device_key, s.purpose): (s.action, s.index)
+            for s in session.execute(select(ConsentState)).scalars()
+        }
+    engine.dispose()
+    for key in sorted(set(states) | set(latest)):
+        if states.get(key) != latest.get(key):
+            index = (latest.get(key) or states.get(key) or ("", None))[1]
+            report.fail(
+                f"consent state of {key[0]} for {key[1]} disagrees with the log", index=index
+            )
+    return report

@@ -1,0 +1,127 @@
+"""``moodfed consent serve`` and ``moodfed consent audit``."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from consent.settings import ConsentSettings
+
+__all__ = ["app"]
+
+app = typer.Typer(help="The consent ledger service.", no_args_is_help=True)
+console = Console(stderr=True, soft_wrap=True)
+
+
+def _settings(**overrides: object) -> ConsentSettings:
+    given = {key: value for key, value in overrides.items() if value is not None}
+    return ConsentSettings(**given)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="(env MOODFED_HOST)")] = None,
+    port: Annotated[int | None, typer.Option(help="(env MOODFED_PORT)")] = None,
+    database_url: Annotated[
+        str | None, typer.Option(help="SQLAlchemy URL (env MOODFED_DATABASE_URL)")
+    ] = None,
+    key_file: Annotated[
+        Path | None, typer.Option(help="the log's Ed25519 seed (env MOODFED_KEY_FILE)")
+    ] = None,
+    workers: Annotated[int | None, typer.Option(help="(env MOODFED_WORKERS)")] = None,
+    eligibility_token: Annotated[
+        str | None,
+        typer.Option(help="bearer token for /v1/eligibility (env MOODFED_ELIGIBILITY_TOKEN)"),
+    ] = None,
+) -> None:
+    """Run the consent service (migrates the schema and creates the log key first)."""
+    import uvicorn
+
+    from consent.ledger import load_or_create_log_key
+    from consent.note import NoteSigner
+    from consent.store import migrate
+
+    settings = _settings(
+        host=host,
+        port=port,
+        database_url=database_url,
+        key_file=key_file,
+        workers=workers,
+        eligibility_token=eligibility_token,
+    )
+    migrate(settings.resolved_database_url)
+    signer = NoteSigner(settings.log_origin, load_or_create_log_key(settings.resolved_key_file))
+    token = settings.ensure_eligibility_token()
+    console.print(f"[bold]moodfed consent[/] on http://{settings.host}:{settings.port}")
+    console.print(f"  ledger        {settings.resolved_database_url}")
+    console.print(f"  verifier key  {signer.verifier_key}")
+    where = (
+        "from MOODFED_ELIGIBILITY_TOKEN"
+        if eligibility_token or os.environ.get("MOODFED_ELIGIBILITY_TOKEN")
+        else f"in {settings.token_file}"
+    )
+    console.print(f"  eligibility   bearer token {where}")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if settings.workers == 1:
+        from consent.api import create_app
+
+        uvicorn.run(
+            create_app(settings), host=settings.host, port=settings.port, log_level="warning"
+        )
+        return
+    # Worker processes rebuild the settings from the environment.
+    os.environ.update(
+        MOODFED_DATABASE_URL=settings.resolved_database_url,
+        MOODFED_KEY_FILE=str(settings.resolved_key_file),
+        MOODFED_ELIGIBILITY_TOKEN=token.get_secret_value(),
+        MOODFED_DATA_DIR=str(settings.data_dir),
+    )
+    uvicorn.run(
+        "consent.api:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level="warning",
+    )
+
+
+@app.command()
+def audit(
+    database_url: Annotated[str | None, typer.Option(help="(env MOODFED_DATABASE_URL)")] = None,
+    key_file: Annotated[Path | None, typer.Option(help="(env MOODFED_KEY_FILE)")] = None,
+    verifier_key: Annotated[
+        str | None, typer.Option(help="the log's published verifier key (instead of the key file)")
+    ] = None,
+) -> None:
+    """Recompute every leaf, the tree and every checkpoint; exit 1 naming the first bad index."""
+    from consent.audit import audit_log
+    from consent.ledger import load_or_create_log_key
+    from consent.note import NoteSigner
+
+    settings = _settings(database_url=database_url, key_file=key_file)
+    if verifier_key is None:
+        path = settings.resolved_key_file
+        if not path.exists():
+            console.print(f"[red]no log key at {path}[/]: pass --key-file or --verifier-key")
+            raise typer.Exit(2)
+        verifier_key = NoteSigner(settings.log_origin, load_or_create_log_key(path)).verifier_key
+    report = audit_log(settings.resolved_database_url, verifier_key)
+    if report.ok:
+        console.print(
+            f"[green]audit passed[/]: {report.size} entries, {report.checkpoints} checkpoints, "
+            f"root {report.root}"
+        )
+        return
+    if report.first_bad_index is not None:
+        console.print(f"[red]audit FAILED at index {report.first_bad_index}[/]")
+    else:
+        console.print("[red]audit FAILED[/]")
+    for problem in report.problems[:20]:
+        console.print(f"  - {problem}")
+    raise typer.Exit(1)

@@ -1,0 +1,3 @@
+"""The moodfed server side: the Flower ServerApp, accounting and the release store."""
+
+__all__: list[str] = []
