@@ -12,7 +12,7 @@ import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -203,6 +203,8 @@ def create_app(settings: ConsentSettings | None = None, *, ledger: Ledger | None
     def get_ledger(request: Request) -> Ledger:
         return request.app.state.ledger
 
+    LedgerDep = Annotated[Ledger, Depends(get_ledger)]
+
     @app.exception_handler(LedgerError)
     async def _ledger_error(_: Request, exc: LedgerError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
@@ -237,7 +239,7 @@ def create_app(settings: ConsentSettings | None = None, *, ledger: Ledger | None
         return JSONResponse(receipt, status_code=201)
 
     @app.get("/v1/consents/{device_key}", response_model=DeviceState, responses=_ERRORS)
-    def get_consents(device_key: str, ledger: Ledger = Depends(get_ledger)) -> dict[str, Any]:
+    def get_consents(device_key: str, ledger: LedgerDep) -> dict[str, Any]:
         """The current decision per purpose, from the materialized state."""
         return ledger.state(device_key)
 
@@ -254,7 +256,7 @@ def create_app(settings: ConsentSettings | None = None, *, ledger: Ledger | None
     )
     async def post_eligibility(
         request: Request,
-        credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     ) -> dict[str, Any]:
         """Which of these device keys may take part in the purpose now (server only)."""
         ledger: Ledger = request.app.state.ledger
@@ -275,30 +277,36 @@ def create_app(settings: ConsentSettings | None = None, *, ledger: Ledger | None
         return {"eligible": eligible}
 
     @app.get("/v1/log/checkpoint", response_class=PlainTextResponse)
-    def get_checkpoint(ledger: Ledger = Depends(get_ledger)) -> str:
+    def get_checkpoint(ledger: LedgerDep) -> str:
         """The latest checkpoint, a C2SP signed note."""
         return ledger.checkpoint()
 
     @app.get("/v1/log/key", response_class=PlainTextResponse)
-    def get_key(ledger: Ledger = Depends(get_ledger)) -> str:
+    def get_key(ledger: LedgerDep) -> str:
         """The log's verifier key, ``name+keyid+base64(0x01||pubkey)``."""
         return ledger.verifier_key
 
     @app.get("/v1/log/proof/inclusion", response_model=InclusionProof, responses=_ERRORS)
     def get_inclusion(
-        index: int = Query(ge=0), size: int = Query(ge=1), ledger: Ledger = Depends(get_ledger)
+        index: Annotated[int, Query(ge=0)],
+        size: Annotated[int, Query(ge=1)],
+        ledger: LedgerDep,
     ) -> dict[str, Any]:
         return ledger.inclusion_proof(index, size)
 
     @app.get("/v1/log/proof/consistency", response_model=ConsistencyProof, responses=_ERRORS)
     def get_consistency(
-        old: int = Query(ge=0), new: int = Query(ge=0), ledger: Ledger = Depends(get_ledger)
+        old: Annotated[int, Query(ge=0)],
+        new: Annotated[int, Query(ge=0)],
+        ledger: LedgerDep,
     ) -> dict[str, Any]:
         return ledger.consistency_proof(old, new)
 
     @app.get("/v1/log/entries", response_model=list[SignedRecord], responses=_ERRORS)
     def get_entries(
-        start: int = Query(ge=0), end: int = Query(ge=0), ledger: Ledger = Depends(get_ledger)
+        start: Annotated[int, Query(ge=0)],
+        end: Annotated[int, Query(ge=0)],
+        ledger: LedgerDep,
     ) -> JSONResponse:
         """The signed records ``start`` to ``end`` (exclusive), exactly as logged."""
         return JSONResponse(ledger.entries(start, end))

@@ -380,8 +380,9 @@ class Ledger:
     # -- reads ---------------------------------------------------------------------
 
     @staticmethod
-    def _head(session: Session) -> LogHead:
-        return session.execute(select(LogHead).where(LogHead.id == 1)).scalar_one()
+    def _head(session: Session, *, lock: bool = False) -> LogHead:
+        query = select(LogHead).where(LogHead.id == 1)
+        return session.execute(query.with_for_update() if lock else query).scalar_one()
 
     def checkpoint(self) -> str:
         with Session(self.reader) as session:
