@@ -110,6 +110,14 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+def get_ledger(request: Request) -> Ledger:
+    return request.app.state.ledger
+
+
+LedgerDep = Annotated[Ledger, Depends(get_ledger)]
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(HTTPBearer(auto_error=False))]
+
+
 class AppendBatcher:
     """Groups concurrent appends into one ledger transaction (group commit)."""
 
@@ -198,12 +206,7 @@ def create_app(settings: ConsentSettings | None = None, *, ledger: Ledger | None
         summary="Signed consent statements in an append-only, verifiable Merkle log.",
         lifespan=lifespan,
     )
-    bearer = HTTPBearer(auto_error=False)
 
-    def get_ledger(request: Request) -> Ledger:
-        return request.app.state.ledger
-
-    LedgerDep = Annotated[Ledger, Depends(get_ledger)]
 
     @app.exception_handler(LedgerError)
     async def _ledger_error(_: Request, exc: LedgerError) -> JSONResponse:
@@ -256,7 +259,7 @@ def create_app(settings: ConsentSettings | None = None, *, ledger: Ledger | None
     )
     async def post_eligibility(
         request: Request,
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+        credentials: Credentials,
     ) -> dict[str, Any]:
         """Which of these device keys may take part in the purpose now (server only)."""
         ledger: Ledger = request.app.state.ledger
