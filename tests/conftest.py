@@ -9,7 +9,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -191,10 +191,8 @@ def _descendants(pid: int) -> list[int]:
 
 
 def _kill9(pid: int) -> None:
-    try:
+    with suppress(ProcessLookupError):
         os.kill(pid, 9)
-    except ProcessLookupError:
-        pass
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
