@@ -66,7 +66,7 @@ class _BackgroundServer:
 
 def run_demo(*, devices: int = 12, seed: int = 7, console: Console | None = None) -> None:
     console = console or Console()
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # noqa: S311 - which synthetic users decide what, reproducibly
     with tempfile.TemporaryDirectory(prefix="moodfed-demo-") as tmp:
         folder = Path(tmp)
         settings = ConsentSettings(data_dir=folder, eligibility_token="demo-token")  # noqa: S106
