@@ -1,0 +1,53 @@
+"""Project-wide checks: lint and format, the public surfaces, the demo command."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ["server", "client_sdk", "consent", "dashboard", "privacy"]
+
+
+def test_ruff_finds_nothing_to_fix() -> None:
+    check = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "."], cwd=ROOT, capture_output=True, text=True
+    )
+    assert check.returncode == 0, check.stdout
+    fmt = subprocess.run(
+        [sys.executable, "-m", "ruff", "format", "--check", "."],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert fmt.returncode == 0, fmt.stdout
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_each_package_exports_its_public_api(package: str) -> None:
+    module = importlib.import_module(package)
+    assert (ROOT / package / "py.typed").exists()
+    for name in module.__all__:
+        assert getattr(module, name) is not None, f"{package}.{name}"
+
+
+def test_the_device_side_verifier_does_not_load_the_web_service() -> None:
+    code = "import consent, sys; print('fastapi' in sys.modules, 'sqlalchemy' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
+
+
+def test_moodfed_demo_runs_and_every_receipt_verifies() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", "from server.cli import main; main()", "demo"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ledger audit passed" in result.stdout
+    assert "withdraw" in result.stdout and "verified" in result.stdout
