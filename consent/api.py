@@ -207,7 +207,6 @@ def create_app(settings: ConsentSettings | None = None, *, ledger: Ledger | None
         lifespan=lifespan,
     )
 
-
     @app.exception_handler(LedgerError)
     async def _ledger_error(_: Request, exc: LedgerError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
