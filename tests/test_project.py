@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import doctest
 import importlib
 import subprocess
 import sys
@@ -33,6 +34,23 @@ def test_each_package_exports_its_public_api(package: str) -> None:
     assert (ROOT / package / "py.typed").exists()
     for name in module.__all__:
         assert getattr(module, name) is not None, f"{package}.{name}"
+
+
+def _modules_with_examples() -> list[str]:
+    found = []
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            if "migrations" not in path.parts and ">>>" in path.read_text():
+                found.append(
+                    ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+                )
+    return found
+
+
+@pytest.mark.parametrize("name", _modules_with_examples())
+def test_the_docstring_examples_run(name: str) -> None:
+    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
 
 
 def test_the_device_side_verifier_does_not_load_the_web_service() -> None:
