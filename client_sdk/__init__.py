@@ -3,6 +3,9 @@
 >>> from client_sdk import Device, Diary, DeviceKey, import_daylio, make_examples
 """
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from client_sdk.consent_client import (
     ConsentClient,
     ConsentRefusedError,
@@ -45,8 +48,48 @@ from client_sdk.importers import (
 from client_sdk.keys import DeviceKey
 from client_sdk.synthetic import PopulationParams, SyntheticPopulation, generate_population
 
+if TYPE_CHECKING:
+    from client_sdk.dpsgd import DPSGD
+    from client_sdk.model import (
+        MoodModel,
+        create_model,
+        get_weights,
+        mean_absolute_error,
+        predict,
+        set_weights,
+    )
+    from client_sdk.training import (
+        LocalTrainingConfig,
+        LocalTrainingResult,
+        train_locally,
+        train_nonprivate,
+    )
+
+# Loaded on first use: they import torch (~4 s), which logging a mood never needs.
+_LAZY = {
+    "DPSGD": "client_sdk.dpsgd",
+    "MoodModel": "client_sdk.model",
+    "create_model": "client_sdk.model",
+    "get_weights": "client_sdk.model",
+    "mean_absolute_error": "client_sdk.model",
+    "predict": "client_sdk.model",
+    "set_weights": "client_sdk.model",
+    "LocalTrainingConfig": "client_sdk.training",
+    "LocalTrainingResult": "client_sdk.training",
+    "train_locally": "client_sdk.training",
+    "train_nonprivate": "client_sdk.training",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'client_sdk' has no attribute {name!r}")
+
+
 __all__ = [
     "DEFAULT_MOOD_MAP",
+    "DPSGD",
     "FEATURE_DIM",
     "ConsentClient",
     "ConsentRefusedError",
@@ -66,19 +109,29 @@ __all__ = [
     "InvalidArgumentError",
     "InvalidEntryError",
     "KeyFileError",
+    "LocalTrainingConfig",
+    "LocalTrainingResult",
     "LogVerificationError",
+    "MoodModel",
     "PassphraseRequiredError",
     "PopulationParams",
     "RowError",
     "SDKError",
     "SyntheticPopulation",
     "WrongPassphraseError",
+    "create_model",
     "daily_series",
     "feature_dim",
     "feature_names",
     "generate_population",
+    "get_weights",
     "import_daylio",
     "import_state_of_mind",
     "latest_features",
     "make_examples",
+    "mean_absolute_error",
+    "predict",
+    "set_weights",
+    "train_locally",
+    "train_nonprivate",
 ]

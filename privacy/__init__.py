@@ -9,7 +9,7 @@ from privacy.accounting import (
     noise_for_budget,
 )
 from privacy.budget import Accountant
-from privacy.clipping import clip_update, update_norm
+from privacy.clipping import clip_factors, clip_update, update_norm
 from privacy.device import DeviceAccountant
 from privacy.errors import BudgetExceededError, PrivacyError
 from privacy.mechanisms import (
@@ -30,6 +30,7 @@ __all__ = [
     "SampledGaussian",
     "add_gaussian_noise",
     "calibrate_gaussian_sigma",
+    "clip_factors",
     "clip_update",
     "epsilon_for",
     "gaussian_epsilon",

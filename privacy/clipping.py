@@ -13,7 +13,7 @@ from privacy._arrays import is_tensor, torch_module
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["Array", "clip_update", "update_norm"]
+__all__ = ["Array", "clip_factors", "clip_update", "update_norm"]
 
 Array: TypeAlias = "np.ndarray | torch.Tensor"
 """One array of a model update: a numpy array (Flower's NDArrays) or a torch tensor."""
@@ -114,6 +114,43 @@ def clip_update(update: Sequence[Array], *, max_norm: float) -> tuple[list[Array
         norm = scale * update_norm([_scaled(value, 1.0 / scale) for value in values])
     if norm <= max_norm:
         return values, norm
-    margin = max(_MIN_MARGIN, 4 * max((_resolution(value) for value in values), default=0.0))
+    margin = _margin(max((_resolution(value) for value in values), default=0.0))
     factor = max_norm / norm * (1.0 - margin)
     return [_scaled(value, factor) for value in values], norm
+
+
+def _margin(resolution: float) -> float:
+    return max(_MIN_MARGIN, 4 * resolution)
+
+
+def clip_factors(norms: Array, *, max_norm: float) -> Array:
+    """Per-example scale factors that clip a batch of updates with these L2 ``norms``.
+
+    The batched form of :func:`clip_update`, for DP-SGD's per-example gradients:
+    multiplying update ``i`` by ``factors[i]`` leaves its norm at most ``max_norm``.
+    A factor is ``min(1, max_norm * (1 - margin) / norm)`` with the same margin as
+    :func:`clip_update` (so a norm within a hair of ``max_norm`` is shortened by that
+    hair), and 0 for a NaN, infinite or negative norm: such an example contributes
+    nothing, for the reason given in :func:`clip_update`. ``norms`` is a numpy array
+    or a torch tensor (the result is the same kind, floating dtype kept, float64 for
+    integer input) so the factors can stay on the device that made the gradients.
+
+    >>> clip_factors(np.array([0.5, 2.0, np.inf, np.nan]), max_norm=1.0).round(6)
+    array([1. , 0.5, 0. , 0. ])
+    """
+    if not math.isfinite(max_norm) or max_norm <= 0:
+        raise ValueError(f"max_norm must be a positive finite number, got {max_norm!r}")
+    if is_tensor(norms):
+        torch = torch_module()
+        values = norms.detach() if norms.requires_grad else norms
+        if not values.is_floating_point():
+            values = values.double()
+        scale = max_norm * (1.0 - _margin(float(torch.finfo(values.dtype).eps)))
+        # reciprocal * scale, clamped: norm 0 gives inf -> 1, inf gives 0, NaN stays NaN.
+        factors = torch.reciprocal(values).mul_(scale).clamp_(min=0.0, max=1.0)
+        return factors.nan_to_num_(nan=0.0)
+    values = _as_float_array(norms)
+    scale = max_norm * (1.0 - _margin(float(np.finfo(values.dtype).eps)))
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        factors = np.clip(scale / values, 0.0, 1.0)
+    return np.nan_to_num(factors, nan=0.0)

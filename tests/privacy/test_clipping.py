@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes, arrays
 
-from privacy import clip_update, update_norm
+from privacy import clip_factors, clip_update, update_norm
 
 float_arrays = st.sampled_from([np.float32, np.float64]).flatmap(
     lambda dtype: arrays(
@@ -114,3 +114,43 @@ def test_huge_finite_entries_are_clipped_without_overflow() -> None:
 def test_the_clipping_norm_must_be_positive() -> None:
     with pytest.raises(ValueError, match="max_norm"):
         clip_update([np.ones(2)], max_norm=0.0)
+
+
+norm_batches = st.sampled_from([np.float32, np.float64]).flatmap(
+    lambda dtype: arrays(
+        dtype, st.integers(1, 64), elements=st.floats(0, 1e6, allow_nan=False, width=32)
+    )
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(norms=norm_batches, max_norm=norms)
+def test_clip_factors_scale_each_norm_to_at_most_the_clipping_norm(
+    norms: np.ndarray, max_norm: float
+) -> None:
+    factors = clip_factors(norms, max_norm=max_norm)
+
+    assert factors.shape == norms.shape and factors.dtype == norms.dtype
+    assert np.all((factors >= 0) & (factors <= 1))
+    assert np.all(factors.astype(np.float64) * norms <= max_norm)
+    assert np.all(factors[norms <= max_norm * (1 - 1e-6)] == 1)
+    long = norms > max_norm
+    np.testing.assert_allclose(factors[long] * norms[long], max_norm, rtol=1e-5)
+
+
+@settings(max_examples=100, deadline=None)
+@given(norms=norm_batches, max_norm=norms)
+def test_clip_factors_of_tensors_equal_those_of_arrays(norms: np.ndarray, max_norm: float) -> None:
+    from_tensor = clip_factors(torch.from_numpy(norms), max_norm=max_norm)
+
+    assert isinstance(from_tensor, torch.Tensor)
+    np.testing.assert_allclose(
+        from_tensor.numpy(), clip_factors(norms, max_norm=max_norm), rtol=1e-6
+    )
+
+
+@pytest.mark.parametrize("kind", [np.array, torch.tensor])
+def test_an_example_with_a_non_finite_or_negative_norm_gets_factor_zero(kind) -> None:  # type: ignore[no-untyped-def]
+    factors = clip_factors(kind([math.nan, math.inf, -1.0, 0.0, 4.0]), max_norm=2.0)
+
+    assert [float(f) for f in factors] == [0.0, 0.0, 0.0, 1.0, pytest.approx(0.5)]

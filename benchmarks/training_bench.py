@@ -1,0 +1,349 @@
+"""Training benchmark: what record-level DP-SGD costs on the device, per step.
+
+Run from the repository root::
+
+    python benchmarks/training_bench.py               # every part, full repetitions
+    python benchmarks/training_bench.py --part a      # one part
+    python benchmarks/training_bench.py --quick       # CI smoke run (a few seconds)
+
+Parts:
+
+(a) One local DP-SGD step against one non-private SGD step: the same model
+    (``create_model``, 43 -> 32 -> 1), the same batch (``--batch-size`` real synthetic
+    examples, 64 by default), one torch thread, plain SGD (``torch.optim.SGD``). A
+    step is everything between two parameter updates: the gradients (per-example,
+    clipped and noised for DP-SGD, with the noise drawn by ``privacy.gaussian_noise``
+    from ``privacy.secure_rng()``'s generator, as on a device) and the optimizer step.
+    Poisson sampling is left out: it is the same index draw for every contender. The
+    non-private step is PyTorch's usual one (``mse_loss(...).backward()``), as
+    ``train_nonprivate`` runs it. The headline is ``DPSGD`` as ``train_locally`` runs it
+    (engine ``"auto"``, which is ``"mlp"`` for this model). Timed alongside: the same
+    without the noise draw (what the noise costs), ``DPSGD``'s other two engines (ghost
+    norms through autograd; ``torch.func`` vmap), Opacus 1.x's ``make_private`` in hooks
+    mode (the classic ``GradSampleModule``) and in ghost clipping mode, and both
+    moodfed steps with two threads.
+
+    The contenders run round-robin in blocks of steps, so bursts of background load hit
+    neighbouring blocks of all of them. Each time is the median over every timed step
+    (wall clock, and this thread's CPU time); each ratio is the median over blocks of
+    (contender's median / the 1-thread non-private median in the same block). The
+    headline ratio is checked against a target of 1.5x.
+
+The result is a rich table and one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from client_sdk.dpsgd import DPSGD, PerExample  # noqa: E402
+from client_sdk.model import create_model  # noqa: E402
+from client_sdk.synthetic import SyntheticPopulation  # noqa: E402
+from client_sdk.training import nonprivate_gradients  # noqa: E402
+from privacy import secure_rng  # noqa: E402
+
+TARGET_STEP_RATIO = 1.5
+NOISE_MULTIPLIER = 1.0
+MAX_GRAD_NORM = 1.0
+LEARNING_RATE = 0.1
+BASELINE = "non-private SGD"
+HEADLINE = "DP-SGD, moodfed (train_locally)"
+
+Step = Callable[[], None]
+
+
+# -- part (a): one DP-SGD step vs one non-private step ---------------------------------
+
+
+def _batch(size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    X, y, _ = SyntheticPopulation(max(2, size // 40 + 1), days=90, seed=7).examples()
+    if len(X) < size:
+        raise SystemExit(f"the synthetic population has only {len(X)} examples")
+    return torch.from_numpy(X[:size].copy()), torch.from_numpy(y[:size].copy())
+
+
+def _nonprivate_step(x: torch.Tensor, y: torch.Tensor) -> Step:
+    model = create_model(seed=0)
+    optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE)
+
+    def step() -> None:
+        nonprivate_gradients(model, x, y)
+        optimizer.step()
+
+    return step
+
+
+def _moodfed_step(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    per_example: PerExample,
+    noise_multiplier: float = NOISE_MULTIPLIER,
+) -> Step:
+    model = create_model(seed=0)
+    optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE)
+    dpsgd = DPSGD(
+        model,
+        max_grad_norm=MAX_GRAD_NORM,
+        noise_multiplier=noise_multiplier,
+        expected_batch_size=float(len(x)),
+        rng=secure_rng(),  # what a device uses: one OS-seeded generator per training run
+        per_example=per_example,
+    )
+
+    def step() -> None:
+        dpsgd.gradients(x, y)
+        optimizer.step()
+
+    step()  # the engine is settled by the first batch
+    ENGINES[per_example] = dpsgd.per_example
+    return step
+
+
+ENGINES: dict[str, str] = {}
+"""The engine each requested ``per_example`` mode ended up using."""
+
+
+def _opacus_step(x: torch.Tensor, y: torch.Tensor, mode: str) -> Step:
+    from opacus import PrivacyEngine
+    from torch.utils.data import DataLoader, TensorDataset
+
+    model = create_model(seed=0)
+    optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE)
+    loader = DataLoader(TensorDataset(x, y), batch_size=len(x))
+    criterion: Any = torch.nn.MSELoss()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the secure_mode notice: it is off, as ours
+        engine = PrivacyEngine(accountant="rdp")
+        if mode == "ghost":
+            model, optimizer, criterion, _ = engine.make_private(
+                module=model,
+                optimizer=optimizer,
+                data_loader=loader,
+                criterion=criterion,
+                noise_multiplier=NOISE_MULTIPLIER,
+                max_grad_norm=MAX_GRAD_NORM,
+                grad_sample_mode="ghost",
+            )
+        else:
+            model, optimizer, _ = engine.make_private(
+                module=model,
+                optimizer=optimizer,
+                data_loader=loader,
+                noise_multiplier=NOISE_MULTIPLIER,
+                max_grad_norm=MAX_GRAD_NORM,
+                grad_sample_mode=mode,
+            )
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        criterion(model(x), y).backward()
+        optimizer.step()
+
+    return step
+
+
+def _time_interleaved(
+    contenders: dict[str, tuple[Step, int]], *, blocks: int, per_block: int, warmup: int
+) -> dict[str, dict[str, list[list[float]]]]:
+    """Wall and thread-CPU seconds per step, per block, of each contender, run round-robin.
+
+    Every block runs ``per_block`` steps of each contender in turn, so a burst of
+    background load lands on neighbouring blocks of all of them.
+    """
+    times: dict[str, dict[str, list[list[float]]]] = {
+        name: {"wall": [], "cpu": []} for name in contenders
+    }
+    wall, cpu = time.perf_counter, time.thread_time
+    for step, threads in contenders.values():
+        torch.set_num_threads(threads)
+        for _ in range(warmup):
+            step()
+    for _ in range(blocks):
+        for name, (step, threads) in contenders.items():
+            torch.set_num_threads(threads)
+            walls: list[float] = []
+            cpus: list[float] = []
+            for _ in range(per_block):
+                started, started_cpu = wall(), cpu()
+                step()
+                cpus.append(cpu() - started_cpu)
+                walls.append(wall() - started)
+            times[name]["wall"].append(walls)
+            times[name]["cpu"].append(cpus)
+    torch.set_num_threads(1)
+    return times
+
+
+def _paired_ratio(blocks: list[list[float]], base: list[list[float]]) -> float:
+    """Median over blocks of (this block's median / the baseline's median in the same block)."""
+    return statistics.median(
+        statistics.median(mine) / statistics.median(theirs)
+        for mine, theirs in zip(blocks, base, strict=True)
+    )
+
+
+def _median_us(blocks: list[list[float]]) -> float:
+    return statistics.median(t for block in blocks for t in block) * 1e6
+
+
+def part_a(args: argparse.Namespace) -> dict[str, Any]:
+    """One DP-SGD step vs one non-private step; the rows of the table and the summary."""
+    torch.set_num_threads(1)
+    x, y = _batch(args.batch_size)
+    contenders: dict[str, tuple[Step, int]] = {
+        BASELINE: (_nonprivate_step(x, y), 1),
+        HEADLINE: (_moodfed_step(x, y, "auto"), 1),
+        "DP-SGD, moodfed mlp, sigma 0 (no noise draw)": (_moodfed_step(x, y, "mlp", 0.0), 1),
+        "DP-SGD, moodfed ghost norms (autograd)": (_moodfed_step(x, y, "ghost"), 1),
+        "DP-SGD, Opacus hooks": (_opacus_step(x, y, "hooks"), 1),
+        "DP-SGD, Opacus ghost clipping": (_opacus_step(x, y, "ghost"), 1),
+        "DP-SGD, moodfed torch.func (vmap)": (_moodfed_step(x, y, "vmap"), 1),
+        "non-private SGD, 2 threads": (_nonprivate_step(x, y), 2),
+        "DP-SGD, moodfed (train_locally), 2 threads": (
+            _moodfed_step(x, y, "auto"),
+            2,
+        ),
+    }
+    blocks, per_block, warmup = (10, 20, 50) if args.quick else (60, 40, 200)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Opacus ghost mode warns on every double backward
+        times = _time_interleaved(contenders, blocks=blocks, per_block=per_block, warmup=warmup)
+    base = times[BASELINE]
+    rows = []
+    for name, (_, threads) in contenders.items():
+        measured = times[name]
+        rows.append(
+            {
+                "path": name,
+                "threads": threads,
+                "wall_us": round(_median_us(measured["wall"]), 1),
+                "cpu_us": round(_median_us(measured["cpu"]), 1),
+                "ratio": round(_paired_ratio(measured["wall"], base["wall"]), 2),
+                "cpu_ratio": round(_paired_ratio(measured["cpu"], base["cpu"]), 2),
+            }
+        )
+    by_path = {row["path"]: row for row in rows}
+    headline, hooks = by_path[HEADLINE], by_path["DP-SGD, Opacus hooks"]
+    return {
+        "batch_size": args.batch_size,
+        "dpsgd_engine": ENGINES["auto"],
+        "steps_timed": blocks * per_block,
+        "blocks": blocks,
+        "noise_multiplier": NOISE_MULTIPLIER,
+        "max_grad_norm": MAX_GRAD_NORM,
+        "load_average_1min": round(os.getloadavg()[0], 2),
+        "nonprivate_us": by_path[BASELINE]["wall_us"],
+        "dpsgd_us": headline["wall_us"],
+        "ratio": headline["ratio"],
+        "cpu_ratio": headline["cpu_ratio"],
+        "target_ratio": TARGET_STEP_RATIO,
+        "meets_target": headline["ratio"] <= TARGET_STEP_RATIO,
+        "opacus_hooks_us": hooks["wall_us"],
+        "opacus_hooks_ratio": hooks["ratio"],
+        "rows": rows,
+    }
+
+
+def print_part_a(result: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(
+        title=(
+            f"(a) one local step: batch {result['batch_size']}, model 43-32-1, sigma "
+            f"{result['noise_multiplier']:g}, C {result['max_grad_norm']:g}, moodfed engine "
+            f"{result['dpsgd_engine']!r}; medians of "
+            f"{result['steps_timed']} steps in {result['blocks']} interleaved blocks"
+        ),
+        caption=(
+            "x non-private: median over blocks of the ratio to the 1-thread non-private "
+            "step in the same block (wall clock; CPU: this thread's CPU time). "
+            f"1-min load average {result['load_average_1min']:g} on "
+            f"{os.cpu_count()} cores."
+        ),
+    )
+    table.add_column("path")
+    table.add_column("threads", justify="right")
+    table.add_column("wall µs/step", justify="right")
+    table.add_column("CPU µs/step", justify="right")
+    table.add_column("x non-private", justify="right")
+    table.add_column("x (CPU)", justify="right")
+    table.add_column("target", justify="right")
+    for row in result["rows"]:
+        headline = row["path"] == HEADLINE
+        target = ""
+        if headline:
+            verdict = "met" if result["meets_target"] else "MISSED"
+            target = f"<= {result['target_ratio']:g}x: {verdict}"
+        single = row["threads"] == 1
+        table.add_row(
+            row["path"],
+            str(row["threads"]),
+            f"{row['wall_us']:.1f}",
+            f"{row['cpu_us']:.1f}" if single else "-",
+            f"{row['ratio']:.2f}",
+            f"{row['cpu_ratio']:.2f}" if single else "-",
+            target,
+            style="bold" if headline else None,
+        )
+    Console(width=140).print(table)
+
+
+# -- driver ----------------------------------------------------------------------------
+
+PARTS: dict[str, tuple[Callable[[argparse.Namespace], dict[str, Any]], Callable[..., None]]] = {
+    "a": (part_a, print_part_a),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--part", choices=("a", "b", "c", "all"), default="all")
+    parser.add_argument("--quick", action="store_true", help="short smoke run")
+    parser.add_argument("--batch-size", type=int, default=64, help="batch of part (a)")
+    args = parser.parse_args(argv)
+
+    wanted = ["a", "b", "c"] if args.part == "all" else [args.part]
+    result: dict[str, Any] = {
+        "benchmark": "moodfed.training",
+        "quick": args.quick,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "platform": platform.platform(),
+        },
+    }
+    previous_threads = torch.get_num_threads()
+    try:
+        for part in wanted:
+            if part not in PARTS:
+                print(f"part ({part}) is not written yet", file=sys.stderr)
+                continue
+            run, show = PARTS[part]
+            result[part] = run(args)
+            show(result[part])
+    finally:
+        torch.set_num_threads(previous_threads)
+    print(json.dumps(result, separators=(",", ":")))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

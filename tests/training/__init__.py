@@ -1,0 +1,1 @@
+"""Tests of private federated training (real Flower engines, real consent service)."""
