@@ -1,3 +1,30 @@
-"""The analysts' Streamlit dashboard, which reads the release store only."""
+"""The analysts' Streamlit dashboard, which reads the release store only (read-only).
 
-__all__: list[str] = []
+Run it with ``streamlit run dashboard/app.py`` (or ``moodfed dashboard run``). Nothing
+here imports ``client_sdk``: the dashboard sees published figures, never devices.
+"""
+
+from dashboard.consent_feed import (
+    ConsentLog,
+    ConsentUnreachableError,
+    ConsentVerificationError,
+    active_grants_by_day,
+    fetch_consent_log,
+)
+from dashboard.passwords import hash_password, verify_password
+from dashboard.settings import DashboardSettings
+from dashboard.store import ReleaseStoreError, ReleaseView, read_only_engine
+
+__all__ = [
+    "ConsentLog",
+    "ConsentUnreachableError",
+    "ConsentVerificationError",
+    "DashboardSettings",
+    "ReleaseStoreError",
+    "ReleaseView",
+    "active_grants_by_day",
+    "fetch_consent_log",
+    "hash_password",
+    "read_only_engine",
+    "verify_password",
+]

@@ -1,0 +1,304 @@
+"""moodfed's Flower ClientApp: the device's side of attested, consent-gated DP-FedAvg.
+
+Two handlers (the contract is :mod:`client_sdk.protocol`):
+
+- ``query.attest``: sign the server's nonce with the device key (who this node is).
+- ``train``: the device's own gate first: its latest *verified* consent record for
+  ``model-training`` must be an active grant (``ConsentClient.decision``), whatever
+  the server believes, and its own DP-SGD budget must allow another run; then build
+  examples from the diary, train with record-level DP-SGD charged to the device's
+  :class:`~privacy.DeviceAccountant`, and answer with the update (new - global) clipped
+  to the server's norm C. Nothing else leaves: no loss, no counts, no exception text
+  (any failure answers with a fixed error code and reason; details stay in the
+  device's own log).
+
+Which device a node is comes from its node config: ``device-dir`` (a
+:class:`~client_sdk.Device` folder) with ``consent-url`` and ``log-key`` (the log's
+verifier key, pinned in the app), for real devices; otherwise a simulated device,
+``partition-id`` of the synthetic federation under ``sim-root``
+(:mod:`client_sdk.simulated`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property, lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.clientapp.typing import Mod
+
+from client_sdk.consent_client import ConsentClient
+from client_sdk.device import Device
+from client_sdk.entry import Entry
+from client_sdk.features import DailySeries, make_examples
+from client_sdk.keys import DeviceKey
+from client_sdk.protocol import (
+    ATTESTATION_RECORD,
+    CHALLENGE_RECORD,
+    FAILED,
+    FAILED_REASON,
+    GLOBAL_MODEL_RECORD,
+    REFUSED,
+    REFUSED_REASON,
+    TRAIN_CONFIG_RECORD,
+    UPDATE_RECORD,
+    sign_attestation,
+)
+from client_sdk.simulated import FederationSpec, default_sim_root, device_folder
+from privacy import BudgetExceededError, DeviceAccountant, clip_update
+
+if TYPE_CHECKING:
+    from client_sdk.training import LocalTrainingConfig
+
+__all__ = [
+    "DEVICE_LEDGER_FILE",
+    "TRAINING_PURPOSE",
+    "LocalDevice",
+    "app",
+    "clipped_update",
+    "make_client_app",
+    "open_local_device",
+]
+
+log = logging.getLogger(__name__)
+
+TRAINING_PURPOSE = "model-training"
+DEVICE_LEDGER_FILE = "dp-sgd.json"
+
+
+@lru_cache(maxsize=8)
+def _http_for(url: str) -> httpx.Client:
+    """One HTTP client per consent service per process: making one costs about 40 ms
+    (its TLS context), far more than the consent gate itself."""
+    return httpx.Client(base_url=url, timeout=30)
+
+
+@dataclass
+class LocalDevice:
+    """What a node knows about the device it runs on: key, diary, own consent state.
+
+    The consent client and the diary are opened on first use: answering an attestation
+    challenge needs neither.
+    """
+
+    key: DeviceKey
+    folder: Path
+    consent_url: str
+    log_key: str
+    _diary: Callable[[], Sequence[Entry] | DailySeries] = field(repr=False)
+    _device: Device | None = field(default=None, repr=False)
+
+    @cached_property
+    def consent(self) -> ConsentClient:
+        """This device's own consent client (its verified receipts live in its folder)."""
+        return ConsentClient(
+            key=self.key,
+            url=self.consent_url,
+            log_key=self.log_key,
+            state_path=self.folder / "consent.json",
+            http=_http_for(self.consent_url),
+        )
+
+    @cached_property
+    def diary(self) -> Sequence[Entry] | DailySeries:
+        return self._diary()
+
+    def close(self) -> None:
+        # The consent client's HTTP connection pool is shared (see _http_for).
+        if self._device is not None:
+            self._device.close()
+
+    def __enter__(self) -> LocalDevice:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+def _config(context: Context, defaults: Mapping[str, Any]) -> dict[str, Any]:
+    # The node's own config wins over the app's defaults, which win over the run config.
+    return {**dict(context.run_config), **defaults, **dict(context.node_config)}
+
+
+def open_local_device(context: Context, defaults: Mapping[str, Any] | None = None) -> LocalDevice:
+    """The device this node stands for (see the module docstring)."""
+    config = _config(context, defaults or {})
+    if config.get("device-dir"):
+        folder = Path(str(config["device-dir"]))
+        url, log_key = config.get("consent-url"), config.get("log-key")
+        if not url or not log_key:
+            raise ValueError(
+                "a device-dir node needs consent-url and log-key in its node config "
+                "(the consent service and its pinned verifier key)"
+            )
+        return _open_device_folder(folder, url=str(url), log_key=str(log_key))
+    root = Path(str(config.get("sim-root") or default_sim_root(context.run_id)))
+    spec = FederationSpec.load(root)
+    index = int(config["partition-id"])
+    if not 0 <= index < spec.devices:
+        raise ValueError(f"partition {index} is not a device of the federation at {root}")
+    folder = device_folder(root, index)
+    if (folder / "device.key").exists():
+        return _open_device_folder(folder, url=spec.consent_url, log_key=spec.log_key)
+    population = spec.population()
+    return LocalDevice(
+        key=population.device_key_for(index),
+        folder=folder,
+        consent_url=spec.consent_url,
+        log_key=spec.log_key,
+        _diary=lambda: population.daily_series(index),
+    )
+
+
+def _open_device_folder(folder: Path, *, url: str, log_key: str) -> LocalDevice:
+    device = Device.open(folder, passphrase=os.environ.get("MOODFED_DEVICE_PASSPHRASE"))
+    return LocalDevice(
+        key=device.key,
+        folder=folder,
+        consent_url=url,
+        log_key=log_key,
+        _diary=device.diary.read,
+        _device=device,
+    )
+
+
+def _error(message: Message, code: int, reason: str) -> Message:
+    return Message(Error(code=code, reason=reason), reply_to=message)
+
+
+def handle_attest(message: Message, context: Context, defaults: Mapping[str, Any]) -> Message:
+    """Sign (run id, node id, nonce): the node proves which device key it holds."""
+    try:
+        nonce = message.content[CHALLENGE_RECORD]["nonce"]
+        if not isinstance(nonce, str):
+            raise TypeError("the challenge's nonce is not a string")
+        with open_local_device(context, defaults) as device:
+            fields = sign_attestation(
+                device.key,
+                run_id=message.metadata.run_id,
+                node_id=message.metadata.dst_node_id,
+                nonce=nonce,
+            )
+    except Exception:
+        log.exception("Could not answer the attestation challenge")
+        return _error(message, FAILED, FAILED_REASON)
+    return Message(RecordDict({ATTESTATION_RECORD: ConfigRecord(fields)}), reply_to=message)
+
+
+def _consented(device: LocalDevice) -> bool:
+    decision = device.consent.decision(TRAINING_PURPOSE)
+    return decision is not None and decision.active
+
+
+def clipped_update(
+    global_weights: Sequence[np.ndarray],
+    X: np.ndarray,
+    y: np.ndarray,
+    *,
+    training: LocalTrainingConfig,
+    clipping_norm: float,
+    accountant: DeviceAccountant | None,
+    seed: int | None = None,
+) -> list[np.ndarray]:
+    """DP-SGD from the global weights on ``(X, y)``; the update (new - global) clipped to C.
+
+    ``train_locally`` charges the whole run to ``accountant`` first and raises
+    :class:`~privacy.BudgetExceededError` (nothing charged, nothing trained) when that
+    would pass the device's own budget: a spent device stops taking part. The update is
+    computed and clipped in float32, the dtype that is sent, so the norm bound holds for
+    the bytes that leave the device.
+    """
+    from client_sdk.model import create_model, set_weights
+    from client_sdk.training import train_locally
+
+    model = create_model()
+    set_weights(model, global_weights)
+    result = train_locally(model, X, y, config=training, accountant=accountant, seed=seed)
+    update = [
+        np.asarray(new, dtype=np.float32) - np.asarray(old, dtype=np.float32)
+        for new, old in zip(result.weights, global_weights, strict=True)
+    ]
+    clipped, _ = clip_update(update, max_norm=clipping_norm)
+    return [np.asarray(value, dtype=np.float32) for value in clipped]
+
+
+def handle_train(message: Message, context: Context, defaults: Mapping[str, Any]) -> Message:
+    """The device gate, then DP-SGD on the diary, then the clipped update and nothing else."""
+    from client_sdk.training import LocalTrainingConfig
+
+    torch.set_num_threads(1)
+    try:
+        with open_local_device(context, defaults) as device:
+            if not _consented(device):
+                log.info("Refused to train: this device's consent for %s is off", TRAINING_PURPOSE)
+                return _error(message, REFUSED, REFUSED_REASON)
+            config = message.content[TRAIN_CONFIG_RECORD]
+            # The device's own budget (node config), else the one the server proposes.
+            own = _config(context, defaults).get("device-epsilon-budget")
+            accountant = DeviceAccountant(
+                device.folder / DEVICE_LEDGER_FILE,
+                epsilon_budget=float(own or config["device-epsilon-budget"]),
+                delta=float(config["device-delta"]),
+            )
+            X, y = make_examples(device.diary)
+            if len(y) == 0:
+                log.info("Did not train: the diary has no examples yet")
+                return _error(message, FAILED, FAILED_REASON)
+            global_weights = message.content[GLOBAL_MODEL_RECORD].to_numpy_ndarrays()
+            training = LocalTrainingConfig(
+                epochs=int(config["local-epochs"]),
+                batch_size=int(config["batch-size"]),
+                learning_rate=float(config["learning-rate"]),
+                noise_multiplier=float(config["device-noise-multiplier"]),
+                max_grad_norm=float(config["device-max-grad-norm"]),
+                delta=float(config["device-delta"]),
+            )
+            try:
+                arrays = clipped_update(
+                    global_weights,
+                    X,
+                    y,
+                    training=training,
+                    clipping_norm=float(config["clipping-norm"]),
+                    accountant=accountant,
+                )
+            except BudgetExceededError:
+                log.info("Refused to train: the run would pass this device's DP-SGD budget")
+                return _error(message, REFUSED, REFUSED_REASON)
+    except Exception:
+        log.exception("Training failed on this device")
+        return _error(message, FAILED, FAILED_REASON)
+    return Message(RecordDict({UPDATE_RECORD: ArrayRecord(arrays)}), reply_to=message)
+
+
+def make_client_app(
+    *, defaults: Mapping[str, Any] | None = None, mods: Sequence[Mod] = ()
+) -> ClientApp:
+    """A ClientApp with node-config defaults (e.g. ``sim-root``) and Flower mods.
+
+    For ``flwr.simulation.run_simulation``, whose nodes get no run config.
+    """
+    fixed = dict(defaults or {})
+    client_app = ClientApp(mods=list(mods))
+
+    @client_app.query("attest")
+    def _attest(message: Message, context: Context) -> Message:
+        return handle_attest(message, context, fixed)
+
+    @client_app.train()
+    def _train(message: Message, context: Context) -> Message:
+        return handle_train(message, context, fixed)
+
+    return client_app
+
+
+app = make_client_app()

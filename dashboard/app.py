@@ -1,0 +1,39 @@
+"""The analysts' dashboard: ``streamlit run dashboard/app.py`` (or ``moodfed dashboard run``).
+
+Log in first (:mod:`dashboard.auth`), then six pages, each reading the release store
+read-only (:mod:`dashboard.store`); the Consent page reads the public consent log.
+
+The pages live in ``views/``, not ``pages/``: Streamlit serves every file of a ``pages/``
+folder next to the main script at its own URL whenever ``st.navigation`` has not run,
+which is exactly the case before login. Each view also checks the login itself.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from dashboard import auth, data
+
+st.set_page_config(page_title="moodfed analytics", page_icon=":material/mood:", layout="wide")
+st.set_option("client.toolbarMode", "minimal")  # no "Deploy" button for analysts
+st.set_option("client.showErrorDetails", "none")  # errors name no internals in the browser
+
+data.warm_up()  # while the analyst types a password
+analyst = auth.require_analyst(data.settings())
+
+pages = [
+    st.Page("views/overview.py", title="Overview", icon=":material/dashboard:", default=True),
+    st.Page("views/population.py", title="Population mood", icon=":material/groups:"),
+    st.Page("views/cohorts.py", title="Cohorts", icon=":material/grid_view:"),
+    st.Page("views/model.py", title="Model", icon=":material/model_training:"),
+    st.Page("views/privacy.py", title="Privacy", icon=":material/shield:"),
+    st.Page("views/consent.py", title="Consent", icon=":material/verified_user:"),
+]
+with st.sidebar:
+    st.caption(f"Logged in as **{analyst}**")
+    st.button("Log out", on_click=auth.logout)
+    st.caption(
+        "Every figure here is differentially private: noised sums of bounded "
+        "contributions from consenting devices, each with its privacy cost."
+    )
+st.navigation(pages).run()

@@ -1,0 +1,111 @@
+"""Cached access for the pages: settings, the read-only release view, the consent log."""
+
+from __future__ import annotations
+
+import importlib
+import threading
+
+import pandas as pd
+import streamlit as st
+
+from dashboard.consent_feed import ConsentLog, fetch_consent_log
+from dashboard.settings import DashboardSettings
+from dashboard.store import ReleaseStoreError, ReleaseView, read_only_engine
+
+__all__ = [
+    "analytics_releases",
+    "cells",
+    "consent_log",
+    "history_epsilon",
+    "model_rounds",
+    "releases",
+    "settings",
+    "store_url",
+    "training_runs",
+    "warm_up",
+]
+
+_warming = threading.Lock()
+_warmed: list[threading.Thread] = []
+
+
+def warm_up() -> None:
+    """Import dp-accounting (about 1.5 s) in the background, once per process, from the
+    login page on, so the Privacy page does not make the first analyst wait for it."""
+    with _warming:
+        if not _warmed:
+            thread = threading.Thread(
+                target=importlib.import_module, args=("privacy",), daemon=True, name="warm-up"
+            )
+            thread.start()
+            _warmed.append(thread)
+
+
+def settings() -> DashboardSettings:
+    """The settings, read once per script run (cheap; environment changes apply at once)."""
+    return DashboardSettings()
+
+
+@st.cache_resource(show_spinner=False)
+def _view(url: str) -> ReleaseView:
+    return ReleaseView(read_only_engine(url))
+
+
+def store_url() -> str:
+    """The release store's URL once it is known to be readable; else an error stops the page."""
+    url = settings().releases_url
+    try:
+        _view(url).missing_tables()
+    except ReleaseStoreError as error:
+        st.error(f"The release store cannot be read: {error}")
+        st.stop()
+    return url
+
+
+def _ttl() -> int:
+    return settings().cache_seconds
+
+
+@st.cache_data(ttl=_ttl(), show_spinner=False)
+def cells(url: str, query: str) -> pd.DataFrame:
+    """Released cells of ``query`` (see :meth:`ReleaseView.cells`)."""
+    return _view(url).cells(query)
+
+
+@st.cache_data(ttl=_ttl(), show_spinner=False)
+def analytics_releases(url: str) -> pd.DataFrame:
+    return _view(url).analytics_releases()
+
+
+@st.cache_data(ttl=_ttl(), show_spinner=False)
+def releases(url: str) -> pd.DataFrame:
+    return _view(url).releases()
+
+
+@st.cache_data(ttl=_ttl(), show_spinner=False)
+def model_rounds(url: str) -> pd.DataFrame:
+    return _view(url).model_rounds()
+
+
+@st.cache_data(ttl=_ttl(), show_spinner=False)
+def training_runs(url: str) -> pd.DataFrame:
+    return _view(url).training_runs()
+
+
+@st.cache_data(ttl=_ttl(), show_spinner=False)
+def consent_log(url: str, log_key: str, timeout: float, max_entries: int) -> ConsentLog:
+    return fetch_consent_log(url, log_key=log_key, timeout=timeout, max_entries=max_entries)
+
+
+@st.cache_data(show_spinner=False)
+def history_epsilon(
+    history: tuple[tuple[float, float, int], ...], delta: float, method: str
+) -> float:
+    """Epsilon of a (q, sigma, count) history, through :func:`privacy.history_epsilon`."""
+    from privacy import history_epsilon as epsilon_of  # dp-accounting is slow to import
+
+    return epsilon_of(
+        {(q, sigma): count for q, sigma, count in history},
+        delta=delta,
+        method="pld" if method == "pld" else "rdp",
+    )

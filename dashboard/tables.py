@@ -1,0 +1,51 @@
+"""Released figures as tables for display and CSV: suppressed cells say so, never zero."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from dashboard.charts import Z95
+
+__all__ = ["csv_bytes", "released_table"]
+
+
+def _fmt(value: float | None, *, percent: bool) -> str:
+    if value is None or pd.isna(value):
+        return ""
+    return f"{value:.2%}" if percent else f"{value:.3f}"
+
+
+def released_table(frame: pd.DataFrame, *, percent: bool = False) -> pd.DataFrame:
+    """One row per released cell: week, cell, value, its 95% interval, noisy count, status.
+
+    Numbers are text, so a suppressed cell shows ``suppressed`` instead of a value.
+    """
+    columns = ["week", "query", "cell", "value", "95% low", "95% high", "devices (noisy)"]
+    if frame.empty:
+        return pd.DataFrame(columns=[*columns, "noise std (sums)", "epsilon", "status"])
+    rows = []
+    for row in frame.itertuples(index=False):
+        suppressed = bool(row.suppressed)
+        value = None if suppressed else row.value
+        std = None if suppressed else row.value_std
+        status = "suppressed" if suppressed else ("derived" if row.derived else "released")
+        rows.append(
+            {
+                "week": pd.Timestamp(row.period).date().isoformat(),
+                "query": row.query,
+                "cell": row.cell,
+                "value": "suppressed" if suppressed else _fmt(value, percent=percent),
+                "95% low": "" if std is None else _fmt(value - Z95 * std, percent=percent),
+                "95% high": "" if std is None else _fmt(value + Z95 * std, percent=percent),
+                "devices (noisy)": "" if suppressed else f"{row.noisy_count:.0f}",
+                "noise std (sums)": f"{row.noise_std:.3f}",
+                "epsilon": f"{row.epsilon:.3f}",
+                "status": status,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def csv_bytes(table: pd.DataFrame) -> bytes:
+    """The table as UTF-8 CSV, for ``st.download_button``."""
+    return table.to_csv(index=False).encode("utf-8")

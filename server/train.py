@@ -1,0 +1,212 @@
+"""``moodfed train``: private federated training on a synthetic population, on one machine.
+
+It sets a synthetic federation up (the consent service on SQLite in a temporary
+folder, or the one at ``--consent-url``; each device granting with its own key, a
+share withdrawing part-way), then runs the ServerApp and ClientApp on Flower's
+Simulation Engine (Ray), one virtual SuperNode per device, and prints what was
+released: the model's quality on held-out synthetic devices and the privacy spent.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import tempfile
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from client_sdk.client_app import make_client_app
+from server.app import RoundReport, RunResult, make_server_app
+from server.eligibility import EligibilityError
+from server.settings import TrainSettings
+from server.simulation import SimulatedFederation, local_consent_service
+
+__all__ = ["TrainReport", "ray_backend_config", "run_train"]
+
+log = logging.getLogger(__name__)
+
+
+def ray_backend_config(*, cpus: int | None = None, cpus_per_device: int = 1) -> dict[str, Any]:
+    """Ray settings for a small machine: one CPU per virtual device, quiet logs.
+
+    Each ClientApp trains with one torch thread, so ``cpus`` actors run devices in
+    parallel; the object store is capped because the models are tiny.
+    """
+    cpus = cpus or os.cpu_count() or 1
+    return {
+        "client_resources": {"num_cpus": cpus_per_device, "num_gpus": 0.0},
+        "init_args": {
+            "num_cpus": cpus,
+            "num_gpus": 0,
+            "logging_level": "ERROR",
+            "log_to_driver": False,
+            "include_dashboard": False,
+            "object_store_memory": 128 * 1024 * 1024,
+        },
+    }
+
+
+def quiet_simulation_logs() -> None:
+    """Keep Ray's and Flower's chatter (and dp-accounting's convergence notes) off the
+    console; errors still show."""
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    os.environ.setdefault("RAY_LOG_TO_STDERR", "0")
+    for name in ("flwr", "absl", "httpx", "ray"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+@dataclass
+class TrainReport:
+    """What ``moodfed train`` ran and why it stopped."""
+
+    result: RunResult | None
+    status: str
+    reason: str
+    withdrawn: list[int] = field(default_factory=list)
+    granted: list[int] = field(default_factory=list)
+    release_database_url: str = ""
+
+
+class _ProgressObserver:
+    def __init__(self, progress: Progress, rounds: int) -> None:
+        self.progress = progress
+        self.task = progress.add_task("round 1", total=rounds)
+
+    def before_round(self, round_number: int) -> None:
+        self.progress.update(self.task, description=f"round {round_number}")
+
+    def after_round(self, report: RoundReport) -> None:
+        mae = "n/a" if report.holdout_mae is None else f"{report.holdout_mae:.3f}"
+        self.progress.update(
+            self.task,
+            advance=1,
+            description=f"round {report.round}: ε={report.epsilon:.3f} MAE={mae}",
+        )
+
+
+def run_train(
+    *,
+    devices: int,
+    settings: TrainSettings,
+    console: Console | None = None,
+    ray_cpus: int | None = None,
+) -> TrainReport:
+    """Set the synthetic federation up, run the simulation, print the summary."""
+    console = console or Console()
+    quiet_simulation_logs()
+    from flwr.simulation import run_simulation
+
+    seed = settings.seed if settings.seed is not None else secrets.randbits(31)
+    with ExitStack() as stack:
+        root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="moodfed-train-")))
+        if settings.consent_url is None:
+            service = stack.enter_context(local_consent_service(root / "consent"))
+            url, token, log_key = service.url, service.token, service.log_key
+            console.print(f"consent service (SQLite, temporary): {url}")
+        else:
+            url = settings.consent_url
+            token = settings.eligibility_token or SecretStr("")
+            log_key = httpx.get(f"{url.rstrip('/')}/v1/log/key", timeout=30).text
+            console.print(f"consent service: {url}")
+        federation = SimulatedFederation.create(
+            root / "sim",
+            devices=devices,
+            holdout_devices=settings.holdout_devices,
+            days=settings.days,
+            seed=seed,
+            consent_url=url,
+            log_key=log_key,
+            withdraw_at_round=settings.withdraw_at_round,
+            withdraw_fraction=settings.withdraw_fraction,
+        )
+        with console.status(f"{devices} synthetic devices decide on consent…"):
+            granted = federation.grant_share(settings.grant_fraction)
+        console.print(
+            f"{len(granted)} of {devices} devices granted model-training "
+            f"(each receipt verified on the device)"
+        )
+        run_settings = settings.model_copy(
+            update={"consent_url": url, "eligibility_token": token, "sim_root": root / "sim"}
+        )
+        results: list[RunResult] = []
+        report = TrainReport(
+            result=None,
+            status="failed",
+            reason="",
+            granted=granted,
+            release_database_url=settings.resolved_release_database_url,
+        )
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+        ) as progress:
+            observer = _ProgressObserver(progress, settings.rounds)
+            try:
+                run_simulation(
+                    server_app=make_server_app(
+                        run_settings, observers=[federation, observer], results=results
+                    ),
+                    client_app=make_client_app(defaults={"sim-root": str(root / "sim")}),
+                    num_supernodes=devices,
+                    backend_config=ray_backend_config(cpus=ray_cpus),  # type: ignore[arg-type]
+                )
+            except EligibilityError as error:
+                report.reason = f"consent service failure: {error}"
+            except Exception as error:  # shown in the summary, and the exit code is 1
+                cause = error.__cause__ or error
+                report.reason = f"{type(cause).__name__}: {cause}"
+                log.debug("The simulation failed", exc_info=True)
+        report.withdrawn = list(federation.withdrawn)
+        if results:
+            report.result = results[0]
+            report.status, report.reason = results[0].status, results[0].reason
+        _print_summary(console, report, settings)
+        return report
+
+
+def _print_summary(console: Console, report: TrainReport, settings: TrainSettings) -> None:
+    result = report.result
+    table = Table(title="released global models (each with its privacy cost)")
+    for column in ("round", "eligible", "q", "expected", "ε spent (max user)", "holdout MAE"):
+        table.add_column(column, justify="right")
+    for row in result.rounds if result is not None else []:
+        table.add_row(
+            str(row.round),
+            str(len(row.eligible)),
+            f"{row.sampling_rate:.4f}",
+            f"{row.expected_count:.1f}",
+            f"{row.epsilon:.4f}",
+            "n/a" if row.holdout_mae is None else f"{row.holdout_mae:.4f}",
+        )
+    console.print(table)
+    rounds = len(result.rounds) if result is not None else 0
+    epsilon = result.epsilon if result is not None else 0.0
+    colour = {"completed": "green", "stopped": "yellow"}.get(report.status, "red")
+    console.print(f"rounds run: {rounds} of {settings.rounds}")
+    console.print(
+        f"privacy spent: ε={epsilon:.4f} at δ={settings.delta:g} "
+        f"(budget ε={settings.epsilon_budget:g}, σ={settings.noise_multiplier:g}, "
+        f"C={settings.clipping_norm:g}, {settings.accounting.upper()} accountant, "
+        "Poisson-subsampled Gaussian per user)"
+    )
+    if report.withdrawn:
+        console.print(
+            f"{len(report.withdrawn)} device(s) withdrew before round "
+            f"{settings.withdraw_at_round}: not sampled from then on"
+        )
+    console.print(f"[{colour}]{report.status}[/{colour}]: {report.reason}")
+    if result is not None:
+        console.print(f"release store: {report.release_database_url} (run {result.run_id})")

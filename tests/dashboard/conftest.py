@@ -1,0 +1,75 @@
+"""Fixtures of the dashboard tests: a release store seeded by the real pipeline, a login."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from dashboard import hash_password
+from server.analytics_releases import analytics_cells
+from server.release_seed import seed_release_store
+from server.releases import ReleaseStore
+
+ROOT = Path(__file__).resolve().parents[2]
+APP = str(ROOT / "dashboard" / "app.py")
+USER, PASSWORD = "analyst", "correct horse battery staple"
+TRAINING_ROUNDS = 6
+
+
+@pytest.fixture(scope="session")
+def seeded_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Twelve weeks of weekly releases for 16 cohorts (some too small: suppressed) and a run."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('store') / 'releases.db'}"
+    seed_release_store(
+        url, weeks=12, cohorts=16, devices=900, training_rounds=TRAINING_ROUNDS, seed=5
+    )
+    with ReleaseStore(url, read_only=True) as store:
+        cells = analytics_cells(store.engine, query="mood-by-cohort")
+    assert any(c["suppressed"] for c in cells) and not all(c["suppressed"] for c in cells)
+    return url
+
+
+@pytest.fixture(scope="session")
+def empty_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = f"sqlite:///{tmp_path_factory.mktemp('empty') / 'releases.db'}"
+    ReleaseStore(url).close()
+    return url
+
+
+@pytest.fixture(scope="session")
+def password_hash() -> str:
+    return hash_password(PASSWORD)
+
+
+@pytest.fixture
+def dashboard_env(
+    monkeypatch: pytest.MonkeyPatch, seeded_url: str, password_hash: str
+) -> dict[str, str]:
+    """The settings a deployment gives the dashboard (no consent service)."""
+    env = {
+        "MOODFED_RELEASES_URL": seeded_url,
+        "MOODFED_ANALYST_USER": USER,
+        "MOODFED_ANALYST_PASSWORD_HASH": password_hash,
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    for name in ("MOODFED_CONSENT_URL", "MOODFED_CONSENT_LOG_KEY", "MOODFED_OIDC_PROVIDER"):
+        monkeypatch.delenv(name, raising=False)
+    return env
+
+
+def log_in(app: AppTest, *, user: str = USER, password: str = PASSWORD) -> AppTest:
+    """Fill the login form and submit it, as an analyst would."""
+    app.text_input(key="login_user").input(user)
+    app.text_input(key="login_password").input(password)
+    app.button[0].click()
+    return app.run()
+
+
+def logged_in_app() -> AppTest:
+    app = AppTest.from_file(APP, default_timeout=120).run()
+    log_in(app)
+    assert not app.exception, app.exception
+    return app

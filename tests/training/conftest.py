@@ -1,0 +1,192 @@
+"""Fixtures for the training tests: a real consent service and real Flower simulations.
+
+Each simulation is small (a handful of devices, 40-day diaries, 2-3 rounds) so that
+the whole training suite stays within a few minutes on two cores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from client_sdk.client_app import make_client_app
+from privacy import Accountant
+from server.app import EligibilitySource, RoundObserver, RoundReport, RunResult, make_server_app
+from server.releases import ReleaseStore
+from server.settings import TrainSettings
+from server.simulation import SimulatedFederation
+from server.train import quiet_simulation_logs, ray_backend_config
+from tests.conftest import ConsentServer
+from tests.training.mods import CaptureReplies, read_captured
+
+
+@pytest.fixture(scope="module")
+def consent_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsentServer]:
+    """``moodfed consent serve`` on SQLite, shared by a module's simulations."""
+    folder = tmp_path_factory.mktemp("consent")
+    server = ConsentServer(data_dir=folder, database_url=f"sqlite:///{folder / 'ledger.db'}")
+    yield server.start()
+    server.stop()
+
+
+def log_key_of(service: ConsentServer) -> str:
+    return httpx.get(f"{service.url}/v1/log/key", timeout=10).text
+
+
+class Recorder:
+    """A round observer that keeps the server's own view of each round (test only)."""
+
+    def __init__(self) -> None:
+        self.reports: list[RoundReport] = []
+
+    def before_round(self, round_number: int) -> None:
+        pass
+
+    def after_round(self, report: RoundReport) -> None:
+        self.reports.append(report)
+
+
+@dataclass
+class Simulation:
+    """A synthetic federation wired to a consent service, ready to run."""
+
+    root: Path
+    service: ConsentServer
+    federation: SimulatedFederation
+    settings: TrainSettings
+    devices: int
+    capture: Path
+    recorder: Recorder = field(default_factory=Recorder)
+    result: RunResult | None = None
+
+    @property
+    def sim_root(self) -> Path:
+        return self.root / "sim"
+
+    def key(self, index: int) -> str:
+        return self.federation.device_key(index)
+
+    def run(
+        self,
+        *,
+        mods: Sequence[Any] = (),
+        observers: Sequence[RoundObserver] = (),
+        eligibility: EligibilitySource | None = None,
+    ) -> RunResult:
+        """Run the ServerApp and ClientApp on the Simulation Engine (Ray)."""
+        from flwr.simulation import run_simulation
+
+        quiet_simulation_logs()
+        results: list[RunResult] = []
+        server_app = make_server_app(
+            self.settings,
+            observers=[self.federation, *observers, self.recorder],
+            eligibility=eligibility,
+            results=results,
+        )
+        client_app = make_client_app(
+            defaults={"sim-root": str(self.sim_root)},
+            mods=[CaptureReplies(str(self.capture)), *mods],
+        )
+        run_simulation(
+            server_app=server_app,
+            client_app=client_app,
+            num_supernodes=self.devices,
+            backend_config=ray_backend_config(cpus=2),  # type: ignore[arg-type]
+        )
+        self.result = results[0]
+        return self.result
+
+    def replies(self) -> list[dict[str, Any]]:
+        """Every message the devices sent (captured at the ClientApp's reply boundary)."""
+        return read_captured(self.capture)
+
+    def store(self) -> ReleaseStore:
+        return ReleaseStore(self.settings.resolved_release_database_url, read_only=True)
+
+    def accountant(self) -> Accountant:
+        return Accountant(
+            self.settings.resolved_accountant_database_url,
+            epsilon_budget=self.settings.epsilon_budget,
+            delta=self.settings.delta,
+        )
+
+
+def make_simulation(
+    root: Path,
+    service: ConsentServer,
+    *,
+    devices: int,
+    seed: int,
+    grant: Callable[[SimulatedFederation], None] | None = None,
+    **overrides: Any,
+) -> Simulation:
+    """A federation of ``devices`` synthetic devices that (by default) all grant."""
+    root.mkdir(parents=True, exist_ok=True)
+    options: dict[str, Any] = {
+        "rounds": 3,
+        "expected_devices": float(devices),
+        "noise_multiplier": 1.0,
+        "clipping_norm": 1.0,
+        "epsilon_budget": 100.0,
+        "delta": 1e-5,
+        "seed": seed,
+        "local_epochs": 1,
+        "batch_size": 8,
+        "days": 40,
+        "holdout_devices": 2,
+        "device_epsilon_budget": 100.0,
+        "min_nodes": devices,
+        "node_wait_seconds": 30.0,
+        "round_timeout": 300.0,
+        "data_dir": root / "server",
+        "consent_url": service.url,
+        "eligibility_token": SecretStr(service.token),
+        "sim_root": root / "sim",
+    }
+    options.update(overrides)
+    settings = TrainSettings(**options)
+    federation = SimulatedFederation.create(
+        root / "sim",
+        devices=devices,
+        holdout_devices=settings.holdout_devices,
+        days=settings.days,
+        seed=seed,
+        consent_url=service.url,
+        log_key=log_key_of(service),
+        withdraw_at_round=settings.withdraw_at_round,
+        withdraw_fraction=settings.withdraw_fraction,
+    )
+    if grant is None:
+        federation.grant(range(devices))
+    else:
+        grant(federation)
+    capture = root / "capture"
+    capture.mkdir()
+    return Simulation(
+        root=root,
+        service=service,
+        federation=federation,
+        settings=settings,
+        devices=devices,
+        capture=capture,
+    )
+
+
+def trained(replies: Sequence[dict[str, Any]], index: int) -> list[int]:
+    """The rounds in which device ``index`` sent an update."""
+    return sorted(
+        int(row["group_id"])
+        for row in replies
+        if row["partition"] == index
+        and row["message_type"] == "train"
+        and not row.get("error")
+        and not row.get("raised")
+        and "update" in row.get("records", {})
+    )

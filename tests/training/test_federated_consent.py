@@ -1,0 +1,205 @@
+"""Invariant 2: a device trains in a round only if its consent holds, checked twice.
+
+The server samples only devices the consent service calls eligible at the round's
+start; the device itself refuses when its own verified record says withdrawn, even
+when the server's view is stale.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+from flwr.app import ArrayRecord, Context, Message, RecordDict
+from flwr.app.metadata import Metadata
+
+from client_sdk import Device, SyntheticPopulation
+from client_sdk.client_app import DEVICE_LEDGER_FILE, make_client_app
+from client_sdk.model import create_model, get_weights
+from client_sdk.protocol import (
+    GLOBAL_MODEL_RECORD,
+    REFUSED,
+    TRAIN_CONFIG_RECORD,
+    UPDATE_RECORD,
+)
+from privacy import update_norm
+from server.app import _train_config
+from server.eligibility import EligibilityClient, EligibilityError
+from server.settings import TrainSettings
+from tests.conftest import ConsentServer
+from tests.training.conftest import log_key_of, make_simulation, trained
+
+NOTICE = "test notice"
+
+
+def test_a_device_that_withdraws_before_round_k_takes_part_in_no_round_from_k(
+    tmp_path: Path, consent_service: ConsentServer
+) -> None:
+    # q = 1 (expected devices = all of them): every eligible device is sampled every
+    # round, so a withdrawn device could only be missing because of the consent gate.
+    simulation = make_simulation(
+        tmp_path,
+        consent_service,
+        devices=6,
+        seed=11,
+        rounds=3,
+        withdraw_at_round=2,
+        withdraw_fraction=0.5,
+    )
+
+    result = simulation.run()
+
+    withdrawn = simulation.federation.withdrawn
+    stayed = [i for i in range(6) if i not in withdrawn]
+    assert result.status == "completed" and len(withdrawn) == 3
+    replies = simulation.replies()
+    for index in withdrawn:
+        assert trained(replies, index) == [1]
+    for index in stayed:
+        assert trained(replies, index) == [1, 2, 3]
+    withdrawn_keys = {simulation.key(i) for i in withdrawn}
+    for report in simulation.recorder.reports[1:]:
+        assert withdrawn_keys.isdisjoint(report.eligible)
+        assert withdrawn_keys.isdisjoint(report.sampled)
+    rows = simulation.store().model_rounds(result.run_id)
+    assert [row.eligible_devices for row in rows] == [6, 3, 3]
+
+
+class _StaleEligibility:
+    """The server's view frozen at round 1: it never hears of later withdrawals."""
+
+    def __init__(self, client: EligibilityClient) -> None:
+        self.client = client
+        self.first: list[str] | None = None
+
+    def eligible(self, purpose: str, device_keys: Sequence[str]) -> list[str]:
+        if self.first is None:
+            self.first = self.client.eligible(purpose, device_keys)
+        return list(self.first)
+
+
+def test_a_device_refuses_to_train_when_its_own_record_says_withdrawn_even_if_sampled(
+    tmp_path: Path, consent_service: ConsentServer
+) -> None:
+    simulation = make_simulation(
+        tmp_path,
+        consent_service,
+        devices=4,
+        seed=12,
+        rounds=2,
+        withdraw_at_round=2,
+        withdraw_fraction=0.5,
+    )
+    stale = _StaleEligibility(EligibilityClient(consent_service.url, token=consent_service.token))
+
+    result = simulation.run(eligibility=stale)
+
+    withdrawn = simulation.federation.withdrawn
+    assert result.status == "completed" and len(withdrawn) == 2
+    second = simulation.recorder.reports[1]
+    assert {simulation.key(i) for i in withdrawn} <= set(second.sampled)  # the stale view
+    replies = simulation.replies()
+    for index in withdrawn:
+        assert trained(replies, index) == [1]
+        refusals = [
+            row
+            for row in replies
+            if row["partition"] == index and row["message_type"] == "train" and row["error"]
+        ]
+        assert [(int(r["group_id"]), r["error"][0]) for r in refusals] == [(2, REFUSED)]
+    for index in range(4):
+        if index not in withdrawn:
+            assert trained(replies, index) == [1, 2]
+
+
+def _train_message(weights: list[np.ndarray]) -> Message:
+    settings = TrainSettings(device_epsilon_budget=50.0, batch_size=8)
+    content = RecordDict(
+        {GLOBAL_MODEL_RECORD: ArrayRecord(weights), TRAIN_CONFIG_RECORD: _train_config(settings, 1)}
+    )
+    metadata = Metadata(
+        run_id=1,
+        message_id="m1",
+        src_node_id=1,
+        dst_node_id=42,
+        reply_to_message_id="",
+        group_id="1",
+        created_at=time.time(),
+        ttl=600.0,
+        message_type="train",
+    )
+    return Message(content=content, metadata=metadata)
+
+
+def _context(folder: Path, service: ConsentServer) -> Context:
+    node_config = {
+        "device-dir": str(folder),
+        "consent-url": service.url,
+        "log-key": log_key_of(service),
+    }
+    return Context(run_id=1, node_id=42, node_config=node_config, state=RecordDict(), run_config={})
+
+
+@pytest.fixture
+def phone(tmp_path: Path, consent_service: ConsentServer) -> Path:
+    """A real device folder: key, encrypted diary with 40 days, consent granted."""
+    folder = tmp_path / "phone"
+    population = SyntheticPopulation(1, days=40, seed=3)
+    with Device.create(
+        folder, consent_url=consent_service.url, log_key=log_key_of(consent_service)
+    ) as device:
+        device.diary.log_many(population.entries_for(0))
+        device.consent.grant("model-training", notice=NOTICE)
+    return folder
+
+
+def test_the_client_app_trains_and_sends_only_a_clipped_update_while_consent_holds(
+    phone: Path, consent_service: ConsentServer
+) -> None:
+    weights = get_weights(create_model(seed=0))
+
+    reply = make_client_app()(_train_message(weights), _context(phone, consent_service))
+
+    assert not reply.has_error()
+    assert list(reply.content.keys()) == [UPDATE_RECORD]
+    update = reply.content[UPDATE_RECORD].to_numpy_ndarrays()
+    assert [u.shape for u in update] == [w.shape for w in weights]
+    assert 0 < update_norm(update) <= 1.0
+    assert (phone / DEVICE_LEDGER_FILE).exists()
+
+
+def test_the_client_app_refuses_a_train_message_after_the_device_withdrew(
+    phone: Path, consent_service: ConsentServer
+) -> None:
+    with Device.open(
+        phone, consent_url=consent_service.url, log_key=log_key_of(consent_service)
+    ) as device:
+        device.consent.withdraw("model-training", notice=NOTICE)
+    weights = get_weights(create_model(seed=0))
+
+    reply = make_client_app()(_train_message(weights), _context(phone, consent_service))
+
+    assert reply.has_error() and reply.error.code == REFUSED
+    assert not reply.has_content()
+    assert not (phone / DEVICE_LEDGER_FILE).exists()  # no DP-SGD step was even charged
+
+
+def test_the_server_gets_a_clear_error_and_no_answer_when_the_token_is_wrong(
+    consent_service: ConsentServer,
+) -> None:
+    client = EligibilityClient(consent_service.url, token="wrong-token-value")
+
+    with pytest.raises(EligibilityError, match="MOODFED_ELIGIBILITY_TOKEN") as raised:
+        client.eligible("model-training", ["a" * 43])
+
+    assert "wrong-token-value" not in str(raised.value)
+
+
+def test_the_server_gets_a_clear_error_when_the_consent_service_is_down() -> None:
+    client = EligibilityClient("http://127.0.0.1:9", token="t", timeout=2)
+
+    with pytest.raises(EligibilityError, match="cannot reach the consent service"):
+        client.eligible("model-training", ["a" * 43])

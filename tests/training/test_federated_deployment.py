@@ -1,0 +1,190 @@
+"""Flower's Deployment Engine: a SuperLink, three SuperNodes and ``flwr run``, on localhost.
+
+Each SuperNode stands for one real device folder (key, encrypted diary, consent
+receipts) given in its node config; the ServerApp finds the consent service and the
+stores through ``MOODFED_`` variables in the SuperLink's environment. Device 2 never
+consents, so it is attested but never sent a model.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import suppress
+from pathlib import Path
+
+import pytest
+
+from client_sdk import Device, SyntheticPopulation
+from client_sdk.client_app import DEVICE_LEDGER_FILE
+from privacy import Accountant
+from server.releases import ReleaseStore
+from tests.conftest import ConsentServer, free_port
+from tests.training.conftest import log_key_of
+
+ROOT = Path(__file__).resolve().parents[2]
+DEVICES = 3
+CONSENTING = (0, 1)
+
+
+class Processes:
+    """Processes started by the test, each in its own session, killed with their children."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.started: list[subprocess.Popen[bytes]] = []
+
+    def start(self, name: str, command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        log = (self.folder / f"{name}.log").open("wb")
+        process = subprocess.Popen(
+            command,
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.started.append(process)
+        return process
+
+    def stop(self) -> None:
+        for process in reversed(self.started):
+            with suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for process in self.started:
+            with suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            with suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)  # and whatever it left in its session
+            process.wait(timeout=10)
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[Processes]:
+    started = Processes(tmp_path)
+    yield started
+    started.stop()
+
+
+def _wait_for_port(port: int, seconds: float = 60) -> None:
+    import socket
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"nothing listens on port {port} after {seconds} s")
+
+
+def _make_devices(folder: Path, service: ConsentServer) -> list[Path]:
+    population = SyntheticPopulation(DEVICES, days=40, seed=51)
+    log_key = log_key_of(service)
+    devices = []
+    for index in range(DEVICES):
+        path = folder / f"device-{index}"
+        with Device.create(path, consent_url=service.url, log_key=log_key) as device:
+            device.diary.log_many(population.entries_for(index))
+            if index in CONSENTING:
+                device.consent.grant("model-training", notice="test notice")
+        devices.append(path)
+    return devices
+
+
+def test_two_rounds_on_the_deployment_engine_train_only_the_consenting_devices(
+    tmp_path: Path, consent_service: ConsentServer, processes: Processes
+) -> None:
+    devices = _make_devices(tmp_path, consent_service)
+    log_key = log_key_of(consent_service)
+    data_dir = tmp_path / "server"
+    link_port = free_port()
+    no_uv = {"FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"}
+    processes.start(
+        "superlink",
+        [
+            "flower-superlink",
+            "--insecure",
+            "--isolation",
+            "subprocess",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(link_port),
+            "--disable-runtime-dependency-installation",
+        ],
+        {
+            **no_uv,
+            "FLWR_HOME": str(tmp_path / "flwr-superlink"),
+            "MOODFED_CONSENT_URL": consent_service.url,
+            "MOODFED_ELIGIBILITY_TOKEN": consent_service.token,
+            "MOODFED_DATA_DIR": str(data_dir),
+        },
+    )
+    _wait_for_port(link_port)
+    for index, folder in enumerate(devices):
+        node_config = (
+            f'device-dir="{folder}" consent-url="{consent_service.url}" log-key="{log_key}"'
+        )
+        processes.start(
+            f"supernode-{index}",
+            [
+                "flower-supernode",
+                "--insecure",
+                "--superlink",
+                f"127.0.0.1:{link_port}",
+                "--port",
+                str(free_port()),
+                "--node-config",
+                node_config,
+            ],
+            {**no_uv, "FLWR_HOME": str(tmp_path / f"flwr-supernode-{index}")},
+        )
+    cli_home = tmp_path / "flwr-cli"
+    cli_home.mkdir()
+    (cli_home / "config.toml").write_text(
+        f'[superlink]\ndefault = "moodfed-local"\n\n'
+        f'[superlink.moodfed-local]\naddress = "127.0.0.1:{link_port}"\ninsecure = true\n'
+    )
+
+    run = subprocess.run(
+        [
+            "flwr",
+            "run",
+            str(ROOT),
+            "moodfed-local",
+            "--run-config",
+            f"rounds=2 expected-devices=2.0 min-nodes={DEVICES} batch-size=8",
+            "--stream",
+        ],
+        env={**os.environ, **no_uv, "FLWR_HOME": str(cli_home)},
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "completed: all 2 planned rounds ran" in run.stdout, run.stdout
+    with ReleaseStore(f"sqlite:///{data_dir / 'releases.db'}", read_only=True) as store:
+        (training,) = store.runs()
+        rounds = store.model_rounds(training.id)
+    assert training.status == "completed" and training.attested_devices == DEVICES
+    assert [(row.round, row.eligible_devices, row.sampling_rate) for row in rounds] == [
+        (1, 2, 1.0),
+        (2, 2, 1.0),
+    ]
+    for index, folder in enumerate(devices):
+        assert (folder / DEVICE_LEDGER_FILE).exists() == (index in CONSENTING)
+    with (
+        Device.open(devices[2]) as outsider,
+        Accountant(
+            f"sqlite:///{data_dir / 'releases.db'}", epsilon_budget=8.0, delta=1e-5
+        ) as accountant,
+    ):
+        assert accountant.history(outsider.device_key) == {}
+        for index in CONSENTING:
+            with Device.open(devices[index]) as device:
+                assert sum(accountant.history(device.device_key).values()) == 2
