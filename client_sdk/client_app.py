@@ -25,6 +25,7 @@ import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import date
 from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import Mod
 
@@ -42,8 +43,10 @@ from client_sdk.entry import Entry
 from client_sdk.features import DailySeries, make_examples
 from client_sdk.keys import DeviceKey
 from client_sdk.protocol import (
+    ANALYTICS_CONFIG_RECORD,
     ATTESTATION_RECORD,
     CHALLENGE_RECORD,
+    CONTRIBUTION_RECORD,
     FAILED,
     FAILED_REASON,
     GLOBAL_MODEL_RECORD,
@@ -96,6 +99,8 @@ class LocalDevice:
     log_key: str
     _diary: Callable[[], Sequence[Entry] | DailySeries] = field(repr=False)
     _device: Device | None = field(default=None, repr=False)
+    cohort: tuple[str, str] | None = None
+    """(age band, region), as the device's user declared it; only analytics uses it."""
 
     @cached_property
     def consent(self) -> ConsentClient:
@@ -140,7 +145,10 @@ def open_local_device(context: Context, defaults: Mapping[str, Any] | None = Non
                 "a device-dir node needs consent-url and log-key in its node config "
                 "(the consent service and its pinned verifier key)"
             )
-        return _open_device_folder(folder, url=str(url), log_key=str(log_key))
+        device = _open_device_folder(folder, url=str(url), log_key=str(log_key))
+        if config.get("age-band") and config.get("region"):
+            device.cohort = (str(config["age-band"]), str(config["region"]))
+        return device
     root = Path(str(config.get("sim-root") or default_sim_root(context.run_id)))
     spec = FederationSpec.load(root)
     index = int(config["partition-id"])
@@ -150,12 +158,18 @@ def open_local_device(context: Context, defaults: Mapping[str, Any] | None = Non
     if (folder / "device.key").exists():
         return _open_device_folder(folder, url=spec.consent_url, log_key=spec.log_key)
     population = spec.population()
+    params = population.params
+    cohort = (
+        params.age_bands[population.age_band[index]].name,
+        params.regions[population.region[index]].name,
+    )
     return LocalDevice(
         key=population.device_key_for(index),
         folder=folder,
         consent_url=spec.consent_url,
         log_key=spec.log_key,
         _diary=lambda: population.daily_series(index),
+        cohort=cohort,
     )
 
 
@@ -280,6 +294,29 @@ def handle_train(message: Message, context: Context, defaults: Mapping[str, Any]
     return Message(RecordDict({UPDATE_RECORD: ArrayRecord(arrays)}), reply_to=message)
 
 
+def handle_analytics(message: Message, context: Context, defaults: Mapping[str, Any]) -> Message:
+    """The device gate for analytics, then one bounded vector per query for the week."""
+    from client_sdk.analytics import ANALYTICS_PURPOSE, device_contributions, queries_from_config
+
+    try:
+        config = dict(message.content[ANALYTICS_CONFIG_RECORD])
+        with open_local_device(context, defaults) as device:
+            vectors = device_contributions(
+                device.diary,
+                week=date.fromisoformat(str(config["week"])),
+                queries=queries_from_config(config),
+                decision=device.consent.decision(ANALYTICS_PURPOSE),
+                cohort=device.cohort,
+            )
+    except Exception:
+        log.exception("Could not compute this device's analytics contribution")
+        return _error(message, FAILED, FAILED_REASON)
+    if not vectors:  # no active grant on the device's own record: nothing leaves
+        return _error(message, REFUSED, REFUSED_REASON)
+    arrays = ArrayRecord({name: Array(np.asarray(v, np.float64)) for name, v in vectors.items()})
+    return Message(RecordDict({CONTRIBUTION_RECORD: arrays}), reply_to=message)
+
+
 def make_client_app(
     *, defaults: Mapping[str, Any] | None = None, mods: Sequence[Mod] = ()
 ) -> ClientApp:
@@ -297,6 +334,10 @@ def make_client_app(
     @client_app.train()
     def _train(message: Message, context: Context) -> Message:
         return handle_train(message, context, fixed)
+
+    @client_app.query("analytics")
+    def _analytics(message: Message, context: Context) -> Message:
+        return handle_analytics(message, context, fixed)
 
     return client_app
 

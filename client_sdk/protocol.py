@@ -39,11 +39,14 @@ from client_sdk.keys import DeviceKey
 from consent.encoding import b64url_decode, b64url_encode
 
 __all__ = [
+    "ANALYTICS_CONFIG_RECORD",
+    "ANALYTICS_MESSAGE_TYPE",
     "ATTESTATION_FIELDS",
     "ATTESTATION_PURPOSE",
     "ATTESTATION_RECORD",
     "ATTEST_MESSAGE_TYPE",
     "CHALLENGE_RECORD",
+    "CONTRIBUTION_RECORD",
     "FAILED",
     "FAILED_REASON",
     "GLOBAL_MODEL_RECORD",
@@ -80,6 +83,11 @@ TRAIN_CONFIG_FIELDS: Final = (
     "device-epsilon-budget",
     "device-delta",
 )
+
+ANALYTICS_MESSAGE_TYPE: Final = "query.analytics"
+ANALYTICS_CONFIG_RECORD: Final = "analytics-config"
+CONTRIBUTION_RECORD: Final = "contributions"
+"""One bounded vector per query (named by the query), for the week in the config."""
 
 # Error codes of a device's reply (Flower's own codes are below 100).
 REFUSED: Final = 4030

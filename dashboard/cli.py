@@ -16,7 +16,7 @@ import typer
 
 from dashboard.passwords import hash_password
 
-__all__ = ["app"]
+__all__ = ["app", "streamlit_command"]
 
 app = typer.Typer(help="The analysts' dashboard.", no_args_is_help=True)
 
@@ -39,13 +39,9 @@ def hash_password_command(
     typer.echo(hash_password(password))
 
 
-@app.command("run")
-def run_command(
-    port: Annotated[int, typer.Option(help="port to listen on")] = 8501,
-    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
-) -> None:
-    """Run the dashboard (``streamlit run dashboard/app.py``) with the MOODFED_ settings."""
-    command = [
+def streamlit_command(*, port: int, host: str = "127.0.0.1") -> list[str]:
+    """The command that serves the dashboard (``moodfed dashboard run`` and the demo)."""
+    return [
         sys.executable,
         "-m",
         "streamlit",
@@ -64,6 +60,15 @@ def run_command(
         "--client.showErrorDetails",
         "none",
     ]
+
+
+@app.command("run")
+def run_command(
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8501,
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+) -> None:
+    """Run the dashboard (``streamlit run dashboard/app.py``) with the MOODFED_ settings."""
+    command = streamlit_command(port=port, host=host)
     raise typer.Exit(subprocess.call(command, env=os.environ.copy()))  # noqa: S603
 
 

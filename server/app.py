@@ -25,7 +25,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
@@ -56,6 +56,10 @@ __all__ = [
     "run_server",
     "run_training",
 ]
+
+if TYPE_CHECKING:
+    from server.analytics import AnalyticsRound
+    from server.analytics_rounds import AnalyticsPlan
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +101,8 @@ class RunResult:
     rounds: list[RoundReport] = field(default_factory=list)
     attested: dict[int, str] = field(default_factory=dict)
     epsilon: float = 0.0
+    analytics: list[AnalyticsRound] = field(default_factory=list)
+    """The weekly analytics releases run after training, if any were planned."""
 
 
 class RoundObserver(Protocol):
@@ -422,8 +428,10 @@ def run_server(
     settings: TrainSettings,
     observers: Sequence[RoundObserver] = (),
     eligibility: EligibilitySource | None = None,
+    analytics: AnalyticsPlan | None = None,
 ) -> RunResult:
-    """Open the stores and the consent client, then :func:`run_training`."""
+    """Open the stores and the consent client, then :func:`run_training`, then the
+    ``analytics`` plan's weekly rounds over the same attested devices (if given)."""
     with ExitStack() as stack:
         holdout: HoldoutSet | None = None
         observers = list(observers)
@@ -458,7 +466,7 @@ def run_server(
                 method=settings.accounting,
             )
         )
-        return run_training(
+        result = run_training(
             grid,
             settings=settings,
             eligibility=eligibility,
@@ -467,6 +475,18 @@ def run_server(
             holdout=holdout,
             observers=observers,
         )
+        if analytics is not None and result.attested:
+            from server.analytics_rounds import run_analytics
+
+            result.analytics = run_analytics(
+                grid,
+                plan=analytics,
+                attested=result.attested,
+                eligibility=eligibility,
+                store=store,
+                accountant=accountant,
+            )
+        return result
 
 
 def _forward_logs_to_flower() -> None:
@@ -490,6 +510,7 @@ def make_server_app(
     observers: Sequence[RoundObserver] = (),
     eligibility: EligibilitySource | None = None,
     results: list[RunResult] | None = None,
+    analytics: AnalyticsPlan | None = None,
 ) -> ServerApp:
     """A ServerApp with its settings given here (for ``flwr.simulation.run_simulation``).
 
@@ -499,7 +520,13 @@ def make_server_app(
 
     @server_app.main()
     def _main(grid: Grid, context: Context) -> None:
-        result = run_server(grid, settings=settings, observers=observers, eligibility=eligibility)
+        result = run_server(
+            grid,
+            settings=settings,
+            observers=observers,
+            eligibility=eligibility,
+            analytics=analytics,
+        )
         if results is not None:
             results.append(result)
 

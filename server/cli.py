@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from consent.cli import app as consent_app
+from dashboard.cli import app as dashboard_app
 
 __all__ = ["app", "main"]
 
@@ -16,16 +17,30 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(consent_app, name="consent")
+app.add_typer(dashboard_app, name="dashboard")
 
 
 @app.command()
 def demo(
-    devices: Annotated[int, typer.Option(help="how many synthetic devices")] = 12,
+    devices: Annotated[int, typer.Option(help="synthetic devices")] = 500,
+    rounds: Annotated[int, typer.Option(help="DP-FedAvg training rounds")] = 4,
+    analytics_weeks: Annotated[int, typer.Option(help="weeks of DP analytics to release")] = 4,
+    dashboard: Annotated[
+        bool, typer.Option("--dashboard/--no-dashboard", help="serve the dashboard at the end")
+    ] = True,
+    seed: Annotated[int, typer.Option(help="reproducible population, sampling and noise")] = 7,
 ) -> None:
-    """Run the platform end to end on one machine, on the embedded defaults."""
+    """Run the whole platform on one machine, on the embedded defaults."""
     from server.demo import run_demo
 
-    run_demo(devices=devices)
+    code = run_demo(
+        devices=devices,
+        rounds=rounds,
+        analytics_weeks=analytics_weeks,
+        dashboard=dashboard,
+        seed=seed,
+    )
+    raise typer.Exit(code)
 
 
 @app.command()

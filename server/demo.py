@@ -1,140 +1,142 @@
-"""``moodfed demo``: the platform end to end on one machine, on the embedded defaults.
+"""``moodfed demo``: the whole platform on one machine, on the embedded defaults.
 
-For now: the consent service on SQLite in a temporary folder, SDK devices with
-synthetic diaries that grant and withdraw consent over HTTP, every receipt
-verified on the device, an eligibility query as the server would make it, and
-the ledger audit. Later parts (training, analytics, dashboard) join here.
+The consent service on SQLite; a synthetic population of SDK devices, most granting
+model training and population analytics (each receipt verified on the device), some
+withdrawing part-way; rounds of consent-gated DP-FedAvg with DP-SGD on the devices,
+then weekly DP analytics, on Flower's Simulation Engine; the ledger audit; then the
+analysts' dashboard over the releases, until Ctrl-C.
 """
 
 from __future__ import annotations
 
-import random
+import os
+import secrets
 import socket
+import subprocess
 import tempfile
-import threading
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
-import uvicorn
 from rich.console import Console
-from rich.progress import Progress
-from rich.table import Table
+from rich.panel import Panel
 
-from client_sdk import SyntheticPopulation
-from client_sdk.device import Device
-from consent import ConsentSettings, audit_log, create_app
-from consent.store import migrate
+from consent import ConsentSettings, audit_log
+from server.settings import TrainSettings
+from server.simulation import local_consent_service
+from server.train import run_train
 
 __all__ = ["run_demo"]
 
-NOTICE = (
-    "moodfed learns population mood trends from your diary without collecting it: only "
-    "clipped, noised model updates and bounded, noised aggregates leave your phone."
-)
-PURPOSES = ("model-training", "population-analytics")
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
-class _BackgroundServer:
-    """A uvicorn server on a free localhost port, in a daemon thread."""
+def _start_dashboard(env: dict[str, str], *, port: int, log_file: Path) -> subprocess.Popen[bytes]:
+    from dashboard.cli import streamlit_command
 
-    def __init__(self, app: object) -> None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")  # type: ignore[arg-type]
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> _BackgroundServer:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("the consent service did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
+    process = subprocess.Popen(  # noqa: S603 - our own interpreter and app
+        streamlit_command(port=port),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=log_file.open("wb"),
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the dashboard exited; see {log_file}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/_stcore/health", timeout=1).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    process.terminate()
+    raise RuntimeError(f"the dashboard did not start within 60 s; see {log_file}")
 
 
-def run_demo(*, devices: int = 12, seed: int = 7, console: Console | None = None) -> None:
+def run_demo(
+    *,
+    devices: int = 500,
+    rounds: int = 4,
+    analytics_weeks: int = 4,
+    dashboard: bool = True,
+    seed: int = 7,
+    console: Console | None = None,
+) -> int:
+    """Run the platform end to end; return the exit code (0 when every check passed)."""
     console = console or Console()
-    rng = random.Random(seed)  # noqa: S311 - which synthetic users decide what, reproducibly
-    with tempfile.TemporaryDirectory(prefix="moodfed-demo-") as tmp:
-        folder = Path(tmp)
-        settings = ConsentSettings(data_dir=folder, eligibility_token="demo-token")  # noqa: S106
-        migrate(settings.resolved_database_url)
+    with ExitStack() as stack:
+        folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="moodfed-demo-")))
         console.rule("[bold]moodfed demo")
-        console.print(f"consent ledger: {settings.resolved_database_url}")
-        population = SyntheticPopulation(n_devices=devices, days=60, seed=seed)
-        with _BackgroundServer(create_app(settings)) as service:
-            log_key = httpx.get(f"{service.url}/v1/log/key").text  # pinned in the app
-            console.print(f"consent service: {service.url}  log key: {log_key}")
-            rows, phones = [], []
-            with Progress(console=console, transient=True) as progress:
-                task = progress.add_task("devices keep diaries and decide", total=devices)
-                for i in range(devices):
-                    phone = Device.create(
-                        folder / "devices" / f"{i:03d}", consent_url=service.url, log_key=log_key
-                    )
-                    phone.diary.log_many(population.entries_for(i))
-                    phones.append(phone)
-                    for purpose in PURPOSES:
-                        if rng.random() < 0.85:
-                            receipt = phone.consent.grant(purpose, notice=NOTICE)
-                            rows.append((phone, purpose, "grant", receipt))
-                    progress.advance(task)
-                for phone in rng.sample(phones, k=max(1, devices // 4)):
-                    purpose = rng.choice(PURPOSES)
-                    if phone.consent.decision(purpose) is not None:
-                        receipt = phone.consent.withdraw(purpose, notice=NOTICE)
-                        rows.append((phone, purpose, "withdraw", receipt))
-            table = Table(title="consent decisions (each receipt verified on the device)")
-            for column in (
-                "device",
-                "diary entries",
-                "purpose",
-                "action",
-                "index",
-                "tree size",
-                "receipt",
-            ):
-                table.add_column(column)
-            for phone, purpose, action, receipt in rows:
-                table.add_row(
-                    phone.device_key[:10] + "…",
-                    str(len(phone.diary)),
-                    purpose,
-                    action,
-                    str(receipt["index"]),
-                    str(receipt["tree_size"]),
-                    "[green]verified",
-                )
-            console.print(table)
-            for phone in phones:  # each device checks the log still extends what it saw
-                phone.consent.refresh_checkpoint()
-            keys = [phone.device_key for phone in phones]
-            for purpose in PURPOSES:
-                eligible = httpx.post(
-                    f"{service.url}/v1/eligibility",
-                    json={"purpose": purpose, "device_keys": keys},
-                    headers={"Authorization": "Bearer demo-token"},
-                ).json()["eligible"]
-                console.print(f"eligible for {purpose}: {len(eligible)} of {devices} devices")
-            for phone in phones:
-                phone.close()
-        report = audit_log(settings.resolved_database_url, log_key)
-        status = "[green]passed" if report.ok else "[red]FAILED"
-        console.print(
-            f"ledger audit {status}: {report.size} entries, "
-            f"{report.checkpoints} checkpoints, root {report.root}"
+        console.print(f"everything lives in {folder} (removed at the end)")
+        service = stack.enter_context(local_consent_service(folder / "consent"))
+        settings = TrainSettings(
+            data_dir=folder,
+            consent_url=service.url,
+            eligibility_token=service.token,
+            rounds=rounds,
+            expected_devices=max(10.0, devices / 10),
+            noise_multiplier=1.0,
+            clipping_norm=1.0,
+            epsilon_budget=8.0,
+            delta=1e-5,
+            seed=seed,
+            days=120,
+            holdout_devices=50,
+            grant_fraction=0.9,
+            withdraw_fraction=0.15,
+            withdraw_at_round=rounds // 2 + 1,
         )
-        if not report.ok:
-            raise SystemExit(1)
+        report = run_train(
+            devices=devices,
+            settings=settings,
+            console=console,
+            analytics_weeks=analytics_weeks,
+            analytics_epsilon=1.0,
+        )
+        if report.status == "failed":
+            return 1
+        consent_url = ConsentSettings(data_dir=folder / "consent").resolved_database_url
+        audit = audit_log(consent_url, service.log_key)
+        status = "[green]passed" if audit.ok else "[red]FAILED"
+        console.print(
+            f"consent ledger audit {status}: {audit.size} signed records, "
+            f"{audit.checkpoints} checkpoints, root {audit.root}"
+        )
+        if not audit.ok:
+            return 1
+        if not dashboard:
+            return 0
+        password = secrets.token_urlsafe(12)
+        from dashboard.passwords import hash_password
+
+        env = {
+            **os.environ,
+            "MOODFED_RELEASES_URL": settings.resolved_release_database_url,
+            "MOODFED_CONSENT_URL": service.url,
+            "MOODFED_CONSENT_LOG_KEY": service.log_key,
+            "MOODFED_ANALYST_USER": "analyst",
+            "MOODFED_ANALYST_PASSWORD_HASH": hash_password(password),
+        }
+        port = _free_port()
+        with console.status("starting the dashboard…"):
+            process = _start_dashboard(env, port=port, log_file=folder / "dashboard.log")
+        stack.callback(process.terminate)
+        console.print(
+            Panel(
+                f"[bold]http://127.0.0.1:{port}[/]\n"
+                f"log in as [bold]analyst[/] with the password [bold]{password}[/] "
+                "(made for this demo run)\nCtrl-C stops the demo.",
+                title="the analysts' dashboard",
+            )
+        )
+        try:
+            process.wait()
+        except KeyboardInterrupt:
+            console.print("stopping")
+        return 0
+    return 0

@@ -122,8 +122,8 @@ class TrainSettings(BaseSettings):
 
     @property
     def resolved_accountant_database_url(self) -> str:
-        """The per-user budgets; by default the release store's database."""
-        return self.accountant_database_url or self.resolved_release_database_url
+        """The per-user budgets: their own database, never where the dashboard reads."""
+        return self.accountant_database_url or f"sqlite:///{self.data_dir / 'privacy.db'}"
 
     def sampling_rate(self, *, eligible: int) -> float:
         """q = expected devices / eligible devices, at most 1."""

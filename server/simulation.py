@@ -26,12 +26,19 @@ import numpy as np
 import uvicorn
 from pydantic import SecretStr
 
+from client_sdk.analytics import ANALYTICS_PURPOSE
 from client_sdk.consent_client import ConsentClient
 from client_sdk.simulated import FederationSpec, device_folder
 from server.evaluation import HoldoutSet
 from server.settings import TRAINING_PURPOSE
 
-__all__ = ["TRAINING_NOTICE", "LocalConsentService", "SimulatedFederation", "local_consent_service"]
+__all__ = [
+    "ANALYTICS_NOTICE",
+    "TRAINING_NOTICE",
+    "LocalConsentService",
+    "SimulatedFederation",
+    "local_consent_service",
+]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +47,12 @@ TRAINING_NOTICE = (
     "trains on it and sends only a clipped, noised model update, and every published "
     "model carries its privacy cost (epsilon, delta)."
 )
+ANALYTICS_NOTICE = (
+    "moodfed publishes weekly population mood figures without collecting your diary: your "
+    "phone sends one bounded summary a week, the server adds noise and releases a figure "
+    "only when enough people contributed, and every figure carries its privacy cost."
+)
+NOTICES = {TRAINING_PURPOSE: TRAINING_NOTICE, ANALYTICS_PURPOSE: ANALYTICS_NOTICE}
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,25 +160,38 @@ class SimulatedFederation:
             http=http,
         )
 
-    def _decide(self, indices: Sequence[int], action: str, workers: int) -> None:
+    def _decide(
+        self,
+        indices: Sequence[int],
+        action: str,
+        workers: int,
+        purposes: Sequence[str] = (TRAINING_PURPOSE,),
+    ) -> None:
         # One connection pool for all the simulated devices: an httpx client costs about
         # 40 ms to make, which would dominate registering thousands of devices.
         with httpx.Client(base_url=self.spec.consent_url, timeout=60) as http:
 
             def one(index: int) -> None:
                 client = self.consent_client(index, http=http)
-                if action == "grant":
-                    client.grant(TRAINING_PURPOSE, notice=TRAINING_NOTICE)
-                else:
-                    client.withdraw(TRAINING_PURPOSE, notice=TRAINING_NOTICE)
+                for purpose in purposes:
+                    if action == "grant":
+                        client.grant(purpose, notice=NOTICES[purpose])
+                    else:
+                        client.withdraw(purpose, notice=NOTICES[purpose])
 
             with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
                 list(pool.map(one, indices))
 
-    def grant(self, indices: Iterable[int], *, workers: int = 8) -> None:
-        """These devices grant ``model-training`` (signed on the device, sent, verified)."""
+    def grant(
+        self,
+        indices: Iterable[int],
+        *,
+        workers: int = 8,
+        purposes: Sequence[str] = (TRAINING_PURPOSE,),
+    ) -> None:
+        """These devices grant ``purposes`` (signed on the device, sent, verified)."""
         chosen = list(indices)
-        self._decide(chosen, "grant", workers)
+        self._decide(chosen, "grant", workers, purposes)
         self.granted = sorted(set(self.granted) | set(chosen))
 
     def withdraw(self, indices: Iterable[int], *, workers: int = 8) -> None:
@@ -174,11 +200,17 @@ class SimulatedFederation:
         self._decide(chosen, "withdraw", workers)
         self.withdrawn = sorted(set(self.withdrawn) | set(chosen))
 
-    def grant_share(self, fraction: float, *, workers: int = 8) -> list[int]:
+    def grant_share(
+        self,
+        fraction: float,
+        *,
+        workers: int = 8,
+        purposes: Sequence[str] = (TRAINING_PURPOSE,),
+    ) -> list[int]:
         """A reproducible ``fraction`` of the devices grant; the rest never decide."""
         rng = np.random.default_rng([self.spec.seed, 1])
         chosen = [i for i in range(self.spec.devices) if rng.random() < fraction]
-        self.grant(chosen, workers=workers)
+        self.grant(chosen, workers=workers, purposes=purposes)
         return chosen
 
     def before_round(self, round_number: int) -> None:

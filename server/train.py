@@ -24,10 +24,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from client_sdk.analytics import ANALYTICS_PURPOSE
 from client_sdk.client_app import make_client_app
+from server.analytics_rounds import AnalyticsPlan, last_full_weeks
 from server.app import RoundReport, RunResult, make_server_app
 from server.eligibility import EligibilityError
-from server.settings import TrainSettings
+from server.settings import TRAINING_PURPOSE, TrainSettings
 from server.simulation import SimulatedFederation, local_consent_service
 
 __all__ = ["TrainReport", "ray_backend_config", "run_train"]
@@ -100,8 +102,15 @@ def run_train(
     settings: TrainSettings,
     console: Console | None = None,
     ray_cpus: int | None = None,
+    analytics_weeks: int = 0,
+    analytics_epsilon: float = 1.0,
 ) -> TrainReport:
-    """Set the synthetic federation up, run the simulation, print the summary."""
+    """Set the synthetic federation up, run the simulation, print the summary.
+
+    With ``analytics_weeks``, the devices also decide on ``population-analytics`` and,
+    after training, the last that many full weeks of their diaries are released as
+    weekly analytics rounds costing at most ``analytics_epsilon`` together.
+    """
     console = console or Console()
     quiet_simulation_logs()
     from flwr.simulation import run_simulation
@@ -129,12 +138,21 @@ def run_train(
             withdraw_at_round=settings.withdraw_at_round,
             withdraw_fraction=settings.withdraw_fraction,
         )
+        purposes = (TRAINING_PURPOSE, ANALYTICS_PURPOSE) if analytics_weeks else (TRAINING_PURPOSE,)
         with console.status(f"{devices} synthetic devices decide on consent…"):
-            granted = federation.grant_share(settings.grant_fraction)
+            granted = federation.grant_share(settings.grant_fraction, purposes=purposes)
         console.print(
-            f"{len(granted)} of {devices} devices granted model-training "
+            f"{len(granted)} of {devices} devices granted {' and '.join(purposes)} "
             f"(each receipt verified on the device)"
         )
+        plan = None
+        if analytics_weeks:
+            population = federation.spec.population()
+            plan = AnalyticsPlan(
+                weeks=last_full_weeks(population.start, settings.days, analytics_weeks),
+                epsilon=analytics_epsilon,
+                delta=settings.delta,
+            )
         run_settings = settings.model_copy(
             update={"consent_url": url, "eligibility_token": token, "sim_root": root / "sim"}
         )
@@ -157,7 +175,10 @@ def run_train(
             try:
                 run_simulation(
                     server_app=make_server_app(
-                        run_settings, observers=[federation, observer], results=results
+                        run_settings,
+                        observers=[federation, observer],
+                        results=results,
+                        analytics=plan,
                     ),
                     client_app=make_client_app(defaults={"sim-root": str(root / "sim")}),
                     num_supernodes=devices,
@@ -208,5 +229,12 @@ def _print_summary(console: Console, report: TrainReport, settings: TrainSetting
             f"{settings.withdraw_at_round}: not sampled from then on"
         )
     console.print(f"[{colour}]{report.status}[/{colour}]: {report.reason}")
+    if result is not None and result.analytics:
+        last = result.analytics[-1]
+        console.print(
+            f"analytics: {len(result.analytics)} weekly release(s) of "
+            f"{len(last.releases)} queries each, weeks {result.analytics[0].period} to "
+            f"{last.period}; ε spent after them (max user): {last.epsilon_after:.4f}"
+        )
     if result is not None:
         console.print(f"release store: {report.release_database_url} (run {result.run_id})")

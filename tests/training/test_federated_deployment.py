@@ -181,7 +181,7 @@ def test_two_rounds_on_the_deployment_engine_train_only_the_consenting_devices(
     with (
         Device.open(devices[2]) as outsider,
         Accountant(
-            f"sqlite:///{data_dir / 'releases.db'}", epsilon_budget=8.0, delta=1e-5
+            f"sqlite:///{data_dir / 'privacy.db'}", epsilon_budget=8.0, delta=1e-5
         ) as accountant,
     ):
         assert accountant.history(outsider.device_key) == {}
