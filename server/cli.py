@@ -24,7 +24,7 @@ app.add_typer(dashboard_app, name="dashboard")
 def demo(
     devices: Annotated[int, typer.Option(help="synthetic devices")] = 500,
     rounds: Annotated[int, typer.Option(help="DP-FedAvg training rounds")] = 4,
-    analytics_weeks: Annotated[int, typer.Option(help="weeks of DP analytics to release")] = 4,
+    analytics_weeks: Annotated[int, typer.Option(help="weeks of DP analytics to release")] = 3,
     dashboard: Annotated[
         bool, typer.Option("--dashboard/--no-dashboard", help="serve the dashboard at the end")
     ] = True,

@@ -62,7 +62,7 @@ def run_demo(
     *,
     devices: int = 500,
     rounds: int = 4,
-    analytics_weeks: int = 4,
+    analytics_weeks: int = 3,
     dashboard: bool = True,
     seed: int = 7,
     console: Console | None = None,
@@ -96,7 +96,8 @@ def run_demo(
             settings=settings,
             console=console,
             analytics_weeks=analytics_weeks,
-            analytics_epsilon=1.0,
+            # Enough that cohorts of ~30 of these 500 devices clear the release threshold.
+            analytics_epsilon=3.0,
         )
         if report.status == "failed":
             return 1
