@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import MOODFED
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ["server", "client_sdk", "consent", "dashboard", "privacy"]
 
@@ -59,13 +61,26 @@ def test_the_device_side_verifier_does_not_load_the_web_service() -> None:
     assert out.stdout.split() == ["False", "False"]
 
 
-def test_moodfed_demo_runs_and_every_receipt_verifies() -> None:
+def test_moodfed_demo_runs_the_whole_platform() -> None:
     result = subprocess.run(
-        [sys.executable, "-c", "from server.cli import main; main()", "demo"],
+        [
+            *MOODFED,
+            "demo",
+            "--no-dashboard",
+            "--devices",
+            "60",
+            "--rounds",
+            "2",
+            "--analytics-weeks",
+            "1",
+        ],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
     )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "ledger audit passed" in result.stdout
-    assert "withdraw" in result.stdout and "verified" in result.stdout
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert "completed: all 2 planned rounds ran" in out
+    assert "withdrew before round 2" in out
+    assert "analytics: 1 weekly release(s) of 4 queries" in out
+    assert "consent ledger audit passed" in out

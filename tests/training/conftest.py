@@ -17,6 +17,7 @@ from pydantic import SecretStr
 
 from client_sdk.client_app import make_client_app
 from privacy import Accountant
+from server.analytics_rounds import AnalyticsPlan
 from server.app import EligibilitySource, RoundObserver, RoundReport, RunResult, make_server_app
 from server.releases import ReleaseStore
 from server.settings import TrainSettings
@@ -78,6 +79,7 @@ class Simulation:
         mods: Sequence[Any] = (),
         observers: Sequence[RoundObserver] = (),
         eligibility: EligibilitySource | None = None,
+        analytics: AnalyticsPlan | None = None,
     ) -> RunResult:
         """Run the ServerApp and ClientApp on the Simulation Engine (Ray)."""
         from flwr.simulation import run_simulation
@@ -89,6 +91,7 @@ class Simulation:
             observers=[self.federation, *observers, self.recorder],
             eligibility=eligibility,
             results=results,
+            analytics=analytics,
         )
         client_app = make_client_app(
             defaults={"sim-root": str(self.sim_root)},
