@@ -1,8 +1,4 @@
-"""``moodfed dashboard ...``: make a password hash, run the dashboard.
-
-Mount it in the main command with ``app.add_typer(dashboard_app, name="dashboard")``;
-until then ``python -m dashboard.cli hash-password`` does the same.
-"""
+"""``moodfed dashboard hash-password`` and ``moodfed dashboard run``."""
 
 from __future__ import annotations
 
