@@ -28,8 +28,15 @@ What it measures, in one run:
    the ratio of the HTTP append rate to it.
 
 The appends run on the seeded ledger (it already holds ``--devices`` devices), so the
-database and the Merkle tree have a realistic size. Timestamps come from
+database and the Merkle tree have a realistic size; PostgreSQL gets an ``ANALYZE`` after
+the bulk seed (what autovacuum would do within a minute). Timestamps come from
 ``time.perf_counter``; percentiles, parsing and checks happen after each window.
+
+The machine may be shared: every window records the CPU used by the service, its
+database, the load generator and everything else (from /proc), flags a run as
+``contended`` when other processes used more than 15% of a core, and reports the service's
+CPU per append, which moves less than appends/s when the machine is busy. ``--py-spy DIR``
+records a profile of the server during each append window (it perturbs the figures).
 """
 
 from __future__ import annotations
@@ -47,6 +54,7 @@ import multiprocessing as mp
 import os
 import platform
 import random
+import shutil
 import signal
 import socket
 import statistics
@@ -1019,6 +1027,8 @@ def start_py_spy(
     server: Server, args: argparse.Namespace, backend: str, workers: int
 ) -> subprocess.Popen[bytes]:
     """Sample the server during warm-up + window (this steals CPU: figures are perturbed)."""
+    if shutil.which("py-spy") is None:
+        raise SystemExit("--py-spy needs py-spy on PATH (pip install py-spy)")
     Path(args.py_spy).mkdir(parents=True, exist_ok=True)
     target = f"{args.py_spy}/{backend}-w{workers}"
     command = [

@@ -113,6 +113,8 @@ def run_train(
     """
     console = console or Console()
     quiet_simulation_logs()
+    # Why a run stopped is in the summary below; a log line would only break the bar.
+    logging.getLogger("server").setLevel(logging.ERROR)
     from flwr.simulation import run_simulation
 
     seed = settings.seed if settings.seed is not None else secrets.randbits(31)

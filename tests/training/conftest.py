@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,21 +16,24 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+from client_sdk import Device, Entry
 from client_sdk.client_app import make_client_app
+from client_sdk.simulated import device_folder
 from privacy import Accountant
 from server.analytics_rounds import AnalyticsPlan
 from server.app import EligibilitySource, RoundObserver, RoundReport, RunResult, make_server_app
 from server.releases import ReleaseStore
 from server.settings import TrainSettings
-from server.simulation import SimulatedFederation
+from server.simulation import TRAINING_NOTICE, SimulatedFederation
 from server.train import quiet_simulation_logs, ray_backend_config
 from tests.conftest import ConsentServer
 from tests.training.mods import CaptureReplies, read_captured
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def consent_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsentServer]:
-    """``moodfed consent serve`` on SQLite, shared by a module's simulations."""
+    """``moodfed consent serve`` on SQLite, shared by every simulation (each has its own
+    population seed, so its own device keys)."""
     folder = tmp_path_factory.mktemp("consent")
     server = ConsentServer(data_dir=folder, database_url=f"sqlite:///{folder / 'ledger.db'}")
     yield server.start()
@@ -193,3 +197,59 @@ def trained(replies: Sequence[dict[str, Any]], index: int) -> list[int]:
         and not row.get("raised")
         and "update" in row.get("records", {})
     )
+
+
+# -- one consent-gated run shared by the consent and no-raw-data tests ------------------
+#
+# Six devices, q = 1 (every eligible device is sampled every round, so a device missing
+# from a round can only be missing because of consent), three rounds. Device 0 holds a
+# real encrypted diary with planted values; two of the others withdraw before round 2.
+
+PLANTED = 0
+PLANTED_NOTE = "CANARY-note-7f3a9c1e-do-not-leak"
+PLANTED_SLEEP = 6.283185
+PLANTED_STEPS = 987_654
+PLANTED_AT = datetime(2026, 2, 3, 21, 17, 29, tzinfo=UTC)
+GATED_DEVICES = 6
+GATED_ROUNDS = 3
+WITHDRAW_BEFORE = 2
+
+
+def plant_device(simulation: Simulation) -> None:
+    """Give simulated device 0 a real device folder: its own key and encrypted diary with
+    a unique note, sleep duration, step count and timestamp; it grants with its own key."""
+    folder = device_folder(simulation.sim_root, PLANTED)
+    entries = list(simulation.federation.spec.population().entries_for(PLANTED))
+    entries.append(
+        Entry(
+            time=PLANTED_AT,
+            mood=4,
+            note=PLANTED_NOTE,
+            sleep_hours=PLANTED_SLEEP,
+            steps=PLANTED_STEPS,
+        )
+    )
+    with Device.create(
+        folder, consent_url=simulation.service.url, log_key=log_key_of(simulation.service)
+    ) as device:
+        device.diary.log_many(entries)
+        device.consent.grant("model-training", notice=TRAINING_NOTICE)
+
+
+@pytest.fixture(scope="session")
+def gated_run(
+    tmp_path_factory: pytest.TempPathFactory, consent_service: ConsentServer
+) -> Simulation:
+    simulation = make_simulation(
+        tmp_path_factory.mktemp("gated"),
+        consent_service,
+        devices=GATED_DEVICES,
+        seed=11,
+        rounds=GATED_ROUNDS,
+        withdraw_at_round=WITHDRAW_BEFORE,
+        withdraw_fraction=0.4,
+        grant=lambda federation: federation.grant(range(1, GATED_DEVICES)),
+    )
+    plant_device(simulation)
+    simulation.run()
+    return simulation

@@ -30,42 +30,42 @@ from server.app import _train_config
 from server.eligibility import EligibilityClient, EligibilityError
 from server.settings import TrainSettings
 from tests.conftest import ConsentServer
-from tests.training.conftest import log_key_of, make_simulation, trained
+from tests.training.conftest import (
+    GATED_DEVICES,
+    GATED_ROUNDS,
+    WITHDRAW_BEFORE,
+    Simulation,
+    log_key_of,
+    make_simulation,
+    trained,
+)
 
 NOTICE = "test notice"
 
 
 def test_a_device_that_withdraws_before_round_k_takes_part_in_no_round_from_k(
-    tmp_path: Path, consent_service: ConsentServer
+    gated_run: Simulation,
 ) -> None:
-    # q = 1 (expected devices = all of them): every eligible device is sampled every
-    # round, so a withdrawn device could only be missing because of the consent gate.
-    simulation = make_simulation(
-        tmp_path,
-        consent_service,
-        devices=6,
-        seed=11,
-        rounds=3,
-        withdraw_at_round=2,
-        withdraw_fraction=0.5,
-    )
+    # q = 1: every eligible device is sampled every round, so a withdrawn device could
+    # only be missing because of the consent gate.
+    result = gated_run.result
+    withdrawn = gated_run.federation.withdrawn
+    stayed = [i for i in range(GATED_DEVICES) if i not in withdrawn]
+    every_round = list(range(1, GATED_ROUNDS + 1))
 
-    result = simulation.run()
-
-    withdrawn = simulation.federation.withdrawn
-    stayed = [i for i in range(6) if i not in withdrawn]
-    assert result.status == "completed" and len(withdrawn) == 3
-    replies = simulation.replies()
+    assert result is not None and result.status == "completed" and len(withdrawn) == 2
+    replies = gated_run.replies()
     for index in withdrawn:
-        assert trained(replies, index) == [1]
+        assert trained(replies, index) == list(range(1, WITHDRAW_BEFORE))
     for index in stayed:
-        assert trained(replies, index) == [1, 2, 3]
-    withdrawn_keys = {simulation.key(i) for i in withdrawn}
-    for report in simulation.recorder.reports[1:]:
+        assert trained(replies, index) == every_round
+    withdrawn_keys = {gated_run.key(i) for i in withdrawn}
+    for report in gated_run.recorder.reports[WITHDRAW_BEFORE - 1 :]:
         assert withdrawn_keys.isdisjoint(report.eligible)
         assert withdrawn_keys.isdisjoint(report.sampled)
-    rows = simulation.store().model_rounds(result.run_id)
-    assert [row.eligible_devices for row in rows] == [6, 3, 3]
+    with gated_run.store() as store:
+        rows = store.model_rounds(result.run_id)
+    assert [row.eligible_devices for row in rows] == [6, 4, 4]
 
 
 class _StaleEligibility:
