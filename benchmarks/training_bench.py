@@ -520,8 +520,10 @@ def part_b(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(1)
     logging.getLogger("absl").setLevel(logging.ERROR)
     devices, expected, repetitions = (60, 15.0, 2) if args.quick else (200, 50.0, 5)
-    root = Path(tempfile.mkdtemp(prefix="moodfed-bench-b-"))
+    folder = tempfile.TemporaryDirectory(prefix="moodfed-bench-b-")
+    root = Path(folder.name)
     stack, service, _ = _federation(root, devices, seed=3)
+    stack.callback(folder.cleanup)
     ours: list[dict[str, Any]] = []
     bare: list[float] = []
     with stack:
@@ -617,10 +619,12 @@ def part_c(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(1)
     logging.getLogger("absl").setLevel(logging.ERROR)
     devices, expected, rounds = (1000, 20.0, 3) if args.quick else (10_000, 100.0, 20)
-    root = Path(tempfile.mkdtemp(prefix="moodfed-bench-c-"))
+    folder = tempfile.TemporaryDirectory(prefix="moodfed-bench-c-")
+    root = Path(folder.name)
     started = time.perf_counter()
     stack, service, _ = _federation(root, devices, seed=4)
     setup = time.perf_counter() - started
+    stack.callback(folder.cleanup)
     with stack:
         settings = _fed_settings(
             root, service, devices=devices, expected=expected, rounds=rounds, seed=7

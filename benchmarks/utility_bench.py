@@ -233,7 +233,11 @@ def _fedavg_round(weights: list[np.ndarray], sampled: list[int], data: Data) -> 
 
 def device_epsilons(participations: Counter[int], data: Data) -> tuple[float, float]:
     """Median and max record-level epsilon over devices that trained (Opacus RDP)."""
-    folder = Path(tempfile.mkdtemp(prefix="moodfed-utility-"))
+    with tempfile.TemporaryDirectory(prefix="moodfed-utility-") as name:
+        return _device_epsilons(participations, data, Path(name))
+
+
+def _device_epsilons(participations: Counter[int], data: Data, folder: Path) -> tuple[float, float]:
     cache: dict[tuple[int, int], float] = {}
     epsilons = []
     for index, times in participations.items():

@@ -21,7 +21,7 @@ import secrets
 import shutil
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +53,7 @@ __all__ = [
     "RunResult",
     "app",
     "make_server_app",
+    "release_epsilon",
     "run_server",
     "run_training",
 ]
@@ -151,6 +152,32 @@ def _initial_weights(seed: int | None) -> list[np.ndarray]:
     return get_weights(create_model(seed=seed))
 
 
+def release_epsilon(accountant: Accountant, user_ids: Collection[str]) -> float:
+    """The epsilon a release carries: the largest total spend (every purpose, every run)
+    of any user whose data could have shaped it, i.e. eligible in some round so far.
+
+    Users who never were eligible in this run did not influence its models, so their
+    spend (from other runs or analytics) is not this release's cost.
+    """
+    from privacy.accounting import canonical_history, history_epsilon
+    from privacy.ledger import load_histories
+
+    with accountant.engine.connect() as connection:
+        histories = load_histories(connection, sorted(user_ids))
+    distinct = {canonical_history(history) for history in histories.values()}
+    return max(
+        (
+            history_epsilon(
+                {(q, sigma): count for q, sigma, count in history},
+                delta=accountant.delta,
+                method=accountant.method,
+            )
+            for history in distinct
+        ),
+        default=0.0,
+    )
+
+
 class _Stop(Exception):
     def __init__(self, status: RunStatus, reason: str) -> None:
         super().__init__(reason)
@@ -214,6 +241,7 @@ def run_training(
                 f"min_nodes={settings.min_nodes}",
             )
         weights = _initial_weights(settings.seed)
+        contributors: set[str] = set()  # eligible in some round of this run
         for round_number in range(1, settings.rounds + 1):
             report, weights = _run_round(
                 grid,
@@ -227,6 +255,7 @@ def run_training(
                 observers=observers,
                 attestations=attestations,
                 run_id=run_id,
+                contributors=contributors,
             )
             result.rounds.append(report)
             result.epsilon = report.epsilon
@@ -260,6 +289,7 @@ def _run_round(
     observers: Sequence[RoundObserver],
     attestations: Attestations,
     run_id: str,
+    contributors: set[str],
 ) -> tuple[RoundReport, list[np.ndarray]]:
     started = time.monotonic()
     for observer in observers:
@@ -346,7 +376,8 @@ def _run_round(
     )
 
     # 6. Publish: the model, its privacy cost, DP-safe counts and the server's metric.
-    epsilon = accountant.max_epsilon()
+    contributors.update(eligible)
+    epsilon = release_epsilon(accountant, contributors)
     mae = holdout.mae(new_weights) if holdout is not None else None
     release_id = store.record_model_round(
         run_id=run_id,

@@ -157,3 +157,21 @@ def test_run_config_sets_knobs_but_never_secrets_or_addresses() -> None:
     assert (settings.rounds, settings.expected_devices, settings.seed) == (4, 12.0, None)
     assert settings.consent_url is None and settings.eligibility_token is None
     assert settings.sim_root is None
+
+
+def test_a_release_carries_the_largest_total_spend_of_the_users_who_shaped_it() -> None:
+    from privacy import Accountant, PrivacyEvent, epsilon_for
+    from server.app import release_epsilon
+
+    accountant = Accountant("sqlite://", epsilon_budget=100.0, delta=1e-5)
+    small = PrivacyEvent.training_round(sampling_rate=0.1, noise_multiplier=1.0)
+    large = PrivacyEvent.training_round(sampling_rate=1.0, noise_multiplier=1.0)
+    accountant.charge(["in-run", "other-run"], small, purpose="model-training", release_id="a")
+    accountant.charge(["other-run"], large, purpose="model-training", release_id="b")
+
+    epsilon = release_epsilon(accountant, {"in-run"})
+
+    assert epsilon == pytest.approx(
+        epsilon_for(sampling_rate=0.1, noise_multiplier=1.0, rounds=1, delta=1e-5)
+    )
+    assert epsilon < accountant.max_epsilon()  # the other run's heavier spend is not ours
