@@ -13,6 +13,7 @@ __all__ = [
     "cohort_intervals",
     "distribution_area",
     "epsilon_steps",
+    "low_mood_share",
     "round_line",
 ]
 
@@ -82,6 +83,17 @@ def band_line(
     layers = [band, line] if bands else [line]
     chart = alt.layer(*layers).properties(title=title, height=height)
     return chart.resolve_legend(color="independent") if colour else chart
+
+
+def low_mood_share(frame: pd.DataFrame) -> alt.LayerChart:
+    """The weekly share of low-mood days with its noise band (Overview and Population)."""
+    return band_line(
+        frame,
+        title="Share of low-mood days (mood ≤ 2)",
+        y_title="share",
+        percent=True,
+        limits=(0, 1),
+    )
 
 
 def bin_intervals(frame: pd.DataFrame, *, label: str, title: str, y_title: str) -> alt.LayerChart:

@@ -75,13 +75,7 @@ else:
     )
     if not low.empty:
         right.altair_chart(
-            charts.band_line(
-                low,
-                title="Share of low-mood days (mood ≤ 2)",
-                y_title="share",
-                percent=True,
-                limits=(0, 1),
-            ),
+            charts.low_mood_share(low),
             width="stretch",
         )
 

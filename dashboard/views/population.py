@@ -53,13 +53,7 @@ if not distribution.empty:
 left, right = st.columns(2)
 if not low.empty:
     left.altair_chart(
-        charts.band_line(
-            low,
-            title="Share of low-mood days (mood ≤ 2)",
-            y_title="share",
-            percent=True,
-            limits=(0, 1),
-        ),
+        charts.low_mood_share(low),
         width="stretch",
     )
 if not sleep.empty:
