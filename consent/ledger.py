@@ -20,7 +20,7 @@ from typing import Any
 
 import nacl.signing
 from pydantic import ValidationError
-from sqlalchemy import select, tuple_, update
+from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -208,23 +208,24 @@ class Ledger:
     def _refuse_replays_and_stale(self, session: Session, pending: list[_Pending]) -> None:
         """Refuse a reused nonce, and a statement older than the device's latest one."""
         statements = [p.accepted.record.statement for p in pending]
+        devices = sorted({s.device_key for s in statements})
+        # By the indexed device_key, then filtered here: a row-value IN over
+        # (device_key, nonce) made SQLite scan the whole log on every batch.
         pairs = {(s.device_key, s.nonce) for s in statements}
         used = {
-            tuple(row)
-            for row in session.execute(
-                select(LogEntry.device_key, LogEntry.nonce).where(
-                    tuple_(LogEntry.device_key, LogEntry.nonce).in_(list(pairs))
-                )
+            (key, nonce)
+            for key, nonce in session.execute(
+                select(LogEntry.device_key, LogEntry.nonce).where(LogEntry.device_key.in_(devices))
             )
+            if (key, nonce) in pairs
         }
-        keys = {(s.device_key, s.purpose) for s in statements}
         latest = {
-            (row.device_key, row.purpose): row.issued_epoch
-            for row in session.execute(
-                select(ConsentState).where(
-                    tuple_(ConsentState.device_key, ConsentState.purpose).in_(list(keys))
-                )
-            ).scalars()
+            (key, purpose): issued
+            for key, purpose, issued in session.execute(
+                select(
+                    ConsentState.device_key, ConsentState.purpose, ConsentState.issued_epoch
+                ).where(ConsentState.device_key.in_(devices))
+            )
         }
         for p, s in zip(pending, statements, strict=True):
             if (s.device_key, s.nonce) in used:
