@@ -175,13 +175,6 @@ class Ledger:
 
     # -- appends ---------------------------------------------------------------------
 
-    def append(self, accepted: AcceptedRecord) -> dict[str, Any]:
-        """Append one record durably; return its receipt or raise :class:`LedgerError`."""
-        (result,) = self.append_batch([accepted])
-        if isinstance(result, LedgerError):
-            raise result
-        return result
-
     def append_batch(self, batch: Sequence[AcceptedRecord]) -> list[dict[str, Any] | LedgerError]:
         """Append records in one transaction; one receipt or one refusal per record."""
         pending = [_Pending(accepted) for accepted in batch]

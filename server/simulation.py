@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import secrets
 import socket
-import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -236,7 +235,3 @@ class SimulatedFederation:
         return HoldoutSet.from_population(
             self.spec.population(), range(first, first + self.spec.holdout_devices)
         )
-
-
-def temporary_root(prefix: str = "moodfed-train-") -> Path:
-    return Path(tempfile.mkdtemp(prefix=prefix))
