@@ -49,7 +49,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final, Self, overload
 
 import nacl.exceptions
 import nacl.secret
@@ -63,8 +63,10 @@ from client_sdk.errors import (
     InvalidEntryError,
     KeyFileError,
 )
-from client_sdk.importers import ImportReport, import_daylio, import_state_of_mind
+from client_sdk.importers import ImportReport
 from client_sdk.importers._source import Source
+from client_sdk.importers.daylio import _import_daylio
+from client_sdk.importers.state_of_mind import _import_state_of_mind
 from client_sdk.keys import _fsync_directory, read_secret_file, write_secret_file
 
 __all__ = ["DIARY_KEY_KIND", "Diary", "default_key_path"]
@@ -468,27 +470,66 @@ class Diary:
 
     # -- imports ---------------------------------------------------------------------------
 
+    @overload
     def import_daylio(
         self,
         source: Source,
         *,
+        tz: tzinfo | str = ...,
+        mood_map: Mapping[str, int] | None = ...,
+        skip_duplicates: bool = ...,
+    ) -> ImportReport: ...
+
+    @overload
+    def import_daylio(
+        self,
+        *,
+        text: str,
+        tz: tzinfo | str = ...,
+        mood_map: Mapping[str, int] | None = ...,
+        skip_duplicates: bool = ...,
+    ) -> ImportReport: ...
+
+    def import_daylio(
+        self,
+        source: Source | None = None,
+        *,
+        text: str | None = None,
         tz: tzinfo | str = UTC,
         mood_map: Mapping[str, int] | None = None,
         skip_duplicates: bool = True,
     ) -> ImportReport:
         """Import a Daylio CSV export: good rows in one transaction, bad rows reported.
 
-        With ``skip_duplicates`` (default) an entry already in the diary is not logged
-        again, so importing the same export twice is harmless.
+        ``source`` names the export file (``str`` or ``os.PathLike``) or holds its
+        ``bytes``; CSV text already in memory goes in ``text=``. With ``skip_duplicates``
+        (default) an entry already in the diary is not logged again, so importing the
+        same export twice is harmless. A ``DiaryImportError`` logs nothing.
         """
-        report = import_daylio(source, tz=tz, mood_map=mood_map)
+        report = _import_daylio(source, text=text, tz=tz, mood_map=mood_map)
         return self._log_report(report, skip_duplicates=skip_duplicates)
 
+    @overload
     def import_state_of_mind(
-        self, source: Source, *, tz: tzinfo | str = UTC, skip_duplicates: bool = True
+        self, source: Source, *, tz: tzinfo | str = ..., skip_duplicates: bool = ...
+    ) -> ImportReport: ...
+
+    @overload
+    def import_state_of_mind(
+        self, *, text: str, tz: tzinfo | str = ..., skip_duplicates: bool = ...
+    ) -> ImportReport: ...
+
+    def import_state_of_mind(
+        self,
+        source: Source | None = None,
+        *,
+        text: str | None = None,
+        tz: tzinfo | str = UTC,
+        skip_duplicates: bool = True,
     ) -> ImportReport:
-        """Import Apple Health State of Mind samples (JSON), like ``import_daylio``."""
-        report = import_state_of_mind(source, tz=tz)
+        """Import Apple Health State of Mind samples (a JSON file, or ``text=``) as
+        ``import_daylio`` does: good samples in one transaction, bad ones reported."""
+        report = _import_state_of_mind(source, text=text, tz=tz)
         return self._log_report(report, skip_duplicates=skip_duplicates)
 
     def _log_report(self, report: ImportReport, *, skip_duplicates: bool) -> ImportReport:

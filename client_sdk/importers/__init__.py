@@ -1,4 +1,9 @@
-"""Importers that turn other apps' exports (Daylio CSV, Apple State of Mind JSON) into entries."""
+"""Importers that turn other apps' exports (Daylio CSV, Apple State of Mind JSON) into entries.
+
+Each reads a file named by a ``str`` or ``os.PathLike`` (as ``open()`` does) or given as
+its ``bytes``; text already in memory goes through ``text=``:
+``import_daylio("export.csv")``, ``import_daylio(text=csv_text)``.
+"""
 
 from client_sdk.importers.daylio import DEFAULT_MOOD_MAP, import_daylio
 from client_sdk.importers.report import ImportReport, RowError

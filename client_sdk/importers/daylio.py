@@ -9,7 +9,7 @@ without a zone; ``tz`` says which zone they were in.
 
 >>> text = "full_date,date,weekday,time,mood,activities,note_title,note\\n"
 >>> text += '2026-11-22,November 22,Sunday,9:05 pm,rad,friends | music,,"Great <b>day</b>"\\n'
->>> report = import_daylio(text)
+>>> report = import_daylio(text=text)
 >>> e = report.entries[0]
 >>> e.time.isoformat(), e.mood, e.activities, e.note
 ('2026-11-22T21:05:00+00:00', 5, ['friends', 'music'], 'Great day')
@@ -24,11 +24,11 @@ import re
 from collections.abc import Mapping
 from datetime import UTC, date, datetime, time, tzinfo
 from html.parser import HTMLParser
-from typing import Final
+from typing import Final, overload
 
 from client_sdk.entry import Entry
 from client_sdk.errors import DiaryImportError, InvalidArgumentError
-from client_sdk.importers._source import Source, read_text, resolve_tz
+from client_sdk.importers._source import Source, read_source, resolve_tz
 from client_sdk.importers.report import ImportReport, RowError
 
 __all__ = ["DEFAULT_MOOD_MAP", "import_daylio", "parse_daylio_text"]
@@ -76,23 +76,54 @@ _YEAR = re.compile(r"\d{4}", re.ASCII)
 _TIME = re.compile(r"(\d{1,2}):(\d{2})(?::(\d{2}))?(am|pm)?", re.ASCII)
 
 
+@overload
 def import_daylio(
     source: Source,
     *,
+    tz: tzinfo | str = ...,
+    mood_map: Mapping[str, int] | None = ...,
+) -> ImportReport: ...
+
+
+@overload
+def import_daylio(
+    *,
+    text: str,
+    tz: tzinfo | str = ...,
+    mood_map: Mapping[str, int] | None = ...,
+) -> ImportReport: ...
+
+
+def import_daylio(
+    source: Source | None = None,
+    *,
+    text: str | None = None,
     tz: tzinfo | str = UTC,
     mood_map: Mapping[str, int] | None = None,
 ) -> ImportReport:
     """Parse a Daylio CSV export; bad rows are reported, a non-Daylio file raises.
 
-    ``source`` is a ``pathlib.Path`` (read as a file), ``bytes``, or the CSV text itself
-    (a ``str`` is never taken as a file name). ``mood_map`` adds to or overrides the
-    default moods (rad=5, good=4, meh=3, bad=2, awful=1), case-insensitively. Raises
-    ``DiaryImportError`` when the file is not a Daylio export at all.
+    ``source`` names the file (a ``str`` or ``os.PathLike``, as for ``open()``) or holds
+    its ``bytes``; CSV text already in memory is passed as ``text=`` instead. ``mood_map``
+    adds to or overrides the default moods (rad=5, good=4, meh=3, bad=2, awful=1),
+    case-insensitively. Raises ``DiaryImportError`` when the file cannot be read or is
+    not a Daylio export at all.
     """
+    return _import_daylio(source, text=text, tz=tz, mood_map=mood_map)
+
+
+def _import_daylio(
+    source: Source | None,
+    *,
+    text: str | None,
+    tz: tzinfo | str,
+    mood_map: Mapping[str, int] | None,
+) -> ImportReport:
+    """``import_daylio`` without the overloads, for callers that forward both arguments."""
     zone = resolve_tz(tz)
     moods = _mood_table(mood_map)
-    text = read_text(source, what="Daylio")
-    return parse_daylio_text(text, tz=zone, moods=moods)
+    content = read_source(source, text=text, what="Daylio", call="import_daylio")
+    return parse_daylio_text(content, tz=zone, moods=moods)
 
 
 def parse_daylio_text(text: str, *, tz: tzinfo, moods: Mapping[str, int]) -> ImportReport:
@@ -168,7 +199,7 @@ def _check_header(header: list[str], text: str, warnings: list[str]) -> tuple[st
             return variant
     hint = ""
     if "\n" not in text.strip() and "," not in text:
-        hint = " (a str source is the CSV text; pass a pathlib.Path to read a file)"
+        hint = " (a file name? pass the path itself as the first argument, not as text=)"
     expected = ",".join(CURRENT_COLUMNS)
     raise DiaryImportError(
         f"not a Daylio export: unknown header {','.join(header)[:200]!r}; "

@@ -9,8 +9,9 @@ mood is derived from the valence (or, without one, from the classification), and
 entry keeps the sample's own valence. ``kind`` is validated but not stored: an ``Entry``
 has no such field.
 
->>> report = import_state_of_mind('[{"startDate": "2026-11-22T08:00:00Z", "valence": 0.6,'
-...                               ' "labels": ["happy"], "associations": ["family"]}]')
+>>> text = ('[{"startDate": "2026-11-22T08:00:00Z", "valence": 0.6,'
+...         ' "labels": ["happy"], "associations": ["family"]}]')
+>>> report = import_state_of_mind(text=text)
 >>> e = report.entries[0]
 >>> e.mood, e.valence, e.emotions, e.activities
 (4, 0.6, ['happy'], ['family'])
@@ -23,11 +24,11 @@ import math
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, tzinfo
-from typing import Any, Final
+from typing import Any, Final, overload
 
 from client_sdk.entry import Entry, valence_to_mood
 from client_sdk.errors import DiaryImportError
-from client_sdk.importers._source import Source, line_of, read_text, resolve_tz
+from client_sdk.importers._source import Source, line_of, read_source, resolve_tz
 from client_sdk.importers.report import ImportReport, RowError
 
 __all__ = ["VALENCE_CLASSIFICATIONS", "import_state_of_mind", "parse_state_of_mind_text"]
@@ -46,15 +47,34 @@ _KINDS: Final = {"momentaryemotion": 1, "dailymood": 2}
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
 
 
-def import_state_of_mind(source: Source, *, tz: tzinfo | str = UTC) -> ImportReport:
+@overload
+def import_state_of_mind(source: Source, *, tz: tzinfo | str = ...) -> ImportReport: ...
+
+
+@overload
+def import_state_of_mind(*, text: str, tz: tzinfo | str = ...) -> ImportReport: ...
+
+
+def import_state_of_mind(
+    source: Source | None = None, *, text: str | None = None, tz: tzinfo | str = UTC
+) -> ImportReport:
     """Parse a JSON array of State of Mind samples; bad samples are reported by index.
 
-    ``source`` is a ``pathlib.Path``, ``bytes`` or the JSON text itself. Dates without
-    an offset are taken to be in ``tz``. Raises ``DiaryImportError`` (importing nothing)
-    when the text is not JSON or not an array.
+    ``source`` names the file (a ``str`` or ``os.PathLike``, as for ``open()``) or holds
+    its ``bytes``; JSON text already in memory is passed as ``text=`` instead. Dates
+    without an offset are taken to be in ``tz``. Raises ``DiaryImportError`` (importing
+    nothing) when the file cannot be read, or its text is not JSON or not an array.
     """
+    return _import_state_of_mind(source, text=text, tz=tz)
+
+
+def _import_state_of_mind(
+    source: Source | None, *, text: str | None, tz: tzinfo | str
+) -> ImportReport:
+    """``import_state_of_mind`` without the overloads, for callers that forward both."""
     zone = resolve_tz(tz)
-    return parse_state_of_mind_text(read_text(source, what="State of Mind"), tz=zone)
+    content = read_source(source, text=text, what="State of Mind", call="import_state_of_mind")
+    return parse_state_of_mind_text(content, tz=zone)
 
 
 def parse_state_of_mind_text(text: str, *, tz: tzinfo) -> ImportReport:

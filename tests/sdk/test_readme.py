@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
 
 from tests.conftest import ConsentServer
 
@@ -20,19 +22,21 @@ DAYLIO = """full_date,date,weekday,time,mood,activities,note_title,note
 def readme_sdk_example() -> str:
     text = README.read_text()
     marker = text.index("tests/sdk/test_readme.py")
-    return re.search(r"```python\n(.*?)```", text[marker:], re.S).group(1)
+    example = re.search(r"```python\n(.*?)```", text[marker:], re.S)
+    assert example is not None, "the README lost its SDK example"
+    return example.group(1)
 
 
 def test_the_readme_sdk_example_runs(
-    sqlite_consent_server: ConsentServer, tmp_path: Path, capsys
+    sqlite_consent_server: ConsentServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     daylio = tmp_path / "daylio.csv"
     daylio.write_text(DAYLIO)
-    namespace = {
+    namespace: dict[str, Any] = {
         "folder": tmp_path / "phone",
         "url": sqlite_consent_server.url,
         "pinned_log_key": httpx.get(f"{sqlite_consent_server.url}/v1/log/key").text,
-        "daylio_csv_path": daylio,
+        "daylio_csv_path": str(daylio),  # a str names a file, as for open()
         "notice_text": "We learn from your mood diary without collecting it.",
     }
     exec(compile(readme_sdk_example(), str(README), "exec"), namespace)

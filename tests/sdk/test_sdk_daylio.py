@@ -107,14 +107,14 @@ def test_custom_moods_need_and_follow_the_mapping(fixtures: Path) -> None:
 def test_mapping_can_rename_a_default_mood() -> None:
     text = f"{HEADER}\n2026-01-01,January 1,Thursday,20:00,good,,,\n"
 
-    report = import_daylio(text, mood_map={"good": 5})
+    report = import_daylio(text=text, mood_map={"good": 5})
 
     assert report.entries[0].mood == 5
 
 
 def test_a_bad_mood_map_is_rejected_before_reading() -> None:
     with pytest.raises(InvalidArgumentError, match=r"1\.\.5"):
-        import_daylio(f"{HEADER}\n", mood_map={"great": 6})
+        import_daylio(text=f"{HEADER}\n", mood_map={"great": 6})
 
 
 def test_a_utf8_bom_is_tolerated(fixtures: Path) -> None:
@@ -122,7 +122,7 @@ def test_a_utf8_bom_is_tolerated(fixtures: Path) -> None:
 
     from_path = import_daylio(fixtures / "daylio_bom.csv")
     from_bytes = import_daylio((fixtures / "daylio_bom.csv").read_bytes())
-    from_text = import_daylio((fixtures / "daylio_bom.csv").read_text(encoding="utf-8"))
+    from_text = import_daylio(text=(fixtures / "daylio_bom.csv").read_text(encoding="utf-8"))
 
     for report in (from_path, from_bytes, from_text):
         assert report.failed == 0
@@ -168,7 +168,7 @@ def test_bad_rows_are_reported_by_line_and_good_rows_are_kept(fixtures: Path) ->
     ],
 )
 def test_each_kind_of_bad_value_has_a_specific_reason(row: str, reason: str) -> None:
-    report = import_daylio(f"{HEADER}\n{row}\n")
+    report = import_daylio(text=f"{HEADER}\n{row}\n")
 
     assert report.imported == 0
     assert reason in report.errors[0].reason
@@ -183,7 +183,7 @@ def test_legacy_dates_accept_day_first_and_full_month_names() -> None:
         "2021,Smarch 3,Friday,21:05,good,,\n"
     )
 
-    report = import_daylio(text)
+    report = import_daylio(text=text)
 
     assert [e.time.date() for e in report.entries] == [date(2021, 9, 3), date(2021, 11, 22)]
     assert "unknown month 'Smarch'" in report.errors[0].reason
@@ -192,7 +192,7 @@ def test_legacy_dates_accept_day_first_and_full_month_names() -> None:
 def test_blank_lines_are_skipped_without_counting() -> None:
     text = f"\n{HEADER}\n\n2026-01-01,x,x,20:00,good,,,\n\n"
 
-    report = import_daylio(text)
+    report = import_daylio(text=text)
 
     assert (report.rows, report.imported) == (1, 1)
 
@@ -200,32 +200,128 @@ def test_blank_lines_are_skipped_without_counting() -> None:
 def test_an_extra_unknown_column_is_ignored_with_a_warning() -> None:
     text = f"{HEADER},mystery\n2026-01-01,x,x,20:00,good,,,,42\n"
 
-    report = import_daylio(text)
+    report = import_daylio(text=text)
 
     assert report.imported == 1
     assert report.warnings == ["ignored unknown column(s): mystery"]
 
 
 @pytest.mark.parametrize(
-    ("source", "message"),
+    ("text", "message"),
     [
         ("", "empty"),
         ("\n\n", "empty"),
         ("date,mood\n2026-01-01,good\n", "unknown header"),
-        ("export.csv", "pass a pathlib.Path"),
-        (b"\xff\xfe\xfa not utf", "not UTF-8"),
-        (b"full_date,date\n\x80\x81", "not UTF-8"),
         (f"{HEADER},mood\n", "repeats a column"),
+        ("export.csv", "pass the path itself"),
     ],
 )
-def test_a_file_that_is_not_a_daylio_export_is_fatal(source: str | bytes, message: str) -> None:
+def test_text_that_is_not_a_daylio_export_is_fatal(text: str, message: str) -> None:
     with pytest.raises(DiaryImportError, match=message):
-        import_daylio(source)
+        import_daylio(text=text)
 
 
-def test_a_missing_file_is_a_fatal_import_error(tmp_path: Path) -> None:
-    with pytest.raises(DiaryImportError, match="cannot read"):
-        import_daylio(tmp_path / "absent.csv")
+@pytest.mark.parametrize(
+    "data", [b"\xff\xfe\xfa not utf", b"full_date,date\n\x80\x81"], ids=["bom", "body"]
+)
+def test_bytes_that_are_not_utf8_are_fatal(data: bytes) -> None:
+    with pytest.raises(DiaryImportError, match="not UTF-8"):
+        import_daylio(data)
+
+
+# -- what the first argument means: a str or PathLike names a file; bytes are its bytes -----
+
+
+def test_a_str_path_a_path_bytes_and_text_give_the_same_entries(fixtures: Path) -> None:
+    path = fixtures / "daylio_current.csv"
+
+    reports = [
+        import_daylio(str(path)),
+        import_daylio(path),
+        import_daylio(path.read_bytes()),
+        import_daylio(bytearray(path.read_bytes())),
+        import_daylio(text=path.read_text(encoding="utf-8")),
+    ]
+
+    assert reports[0].imported == 4
+    assert all(report.entries == reports[0].entries for report in reports)
+
+
+def test_a_relative_str_is_a_file_name_as_for_open(
+    fixtures: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(fixtures)
+
+    report = import_daylio("daylio_current.csv")
+
+    assert (report.rows, report.imported) == (4, 4)
+
+
+def test_any_os_pathlike_is_read_as_a_file(fixtures: Path) -> None:
+    class Where:
+        def __fspath__(self) -> str:
+            return str(fixtures / "daylio_legacy.csv")
+
+    assert import_daylio(Where()).imported == 3
+
+
+@pytest.mark.parametrize("as_str", [True, False], ids=["str", "Path"])
+def test_a_missing_file_is_a_fatal_error_naming_the_path(tmp_path: Path, as_str: bool) -> None:
+    missing = tmp_path / "export.csv"
+
+    with pytest.raises(DiaryImportError, match="no Daylio file at") as caught:
+        import_daylio(str(missing) if as_str else missing)
+
+    assert str(missing) in str(caught.value)
+    assert "text=" not in str(caught.value)  # a plain file name gets no hint about text
+
+
+def test_a_directory_is_a_fatal_error_naming_it(tmp_path: Path) -> None:
+    with pytest.raises(DiaryImportError, match="is a directory") as caught:
+        import_daylio(str(tmp_path))
+
+    assert str(tmp_path) in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"{HEADER}\n2026-01-01,x,x,20:00,good,,,\n",
+        f"{HEADER}\n" + "2026-01-01,x,x,20:00,good,,,\n" * 200,  # longer than a file name
+        HEADER,
+    ],
+    ids=["short", "long", "header-only"],
+)
+def test_csv_text_passed_as_a_path_is_a_clear_error_pointing_to_text(text: str) -> None:
+    with pytest.raises(DiaryImportError, match=r"import_daylio\(text=\.\.\.\)") as caught:
+        import_daylio(text)
+
+    assert len(str(caught.value)) < 400  # the content is cut short, not echoed whole
+
+
+def test_a_nul_in_a_file_name_is_a_fatal_import_error() -> None:
+    with pytest.raises(DiaryImportError, match="cannot read the Daylio file"):
+        import_daylio("export\0.csv")
+
+
+def test_a_file_and_text_together_or_neither_is_an_argument_error(fixtures: Path) -> None:
+    path = fixtures / "daylio_current.csv"
+
+    with pytest.raises(InvalidArgumentError, match="not both"):
+        import_daylio(path, text=path.read_text())  # type: ignore[call-overload]  # on purpose
+    with pytest.raises(InvalidArgumentError, match="neither"):
+        import_daylio()  # type: ignore[call-overload]  # on purpose
+
+
+@pytest.mark.parametrize("text", [b"full_date", Path("export.csv"), 42], ids=type)
+def test_text_must_be_a_str(text: object) -> None:
+    with pytest.raises(DiaryImportError, match="as a str"):
+        import_daylio(text=text)  # type: ignore[call-overload]  # on purpose
+
+
+def test_a_source_of_another_type_is_a_fatal_import_error() -> None:
+    with pytest.raises(DiaryImportError, match="not int"):
+        import_daylio(42)  # type: ignore[call-overload]  # on purpose
 
 
 # -- fuzzing --------------------------------------------------------------------------------
@@ -237,10 +333,17 @@ FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCh
 @given(st.text())
 def test_arbitrary_text_gives_a_report_or_a_daylio_import_error(text: str) -> None:
     try:
-        report = import_daylio(text)
+        report = import_daylio(text=text)
     except DiaryImportError:
         return
     assert report.rows == report.imported + report.failed
+
+
+@FUZZ
+@given(st.text(min_size=1).map(lambda line: f"{HEADER}\n{line}"))
+def test_csv_text_given_as_a_path_only_raises_a_daylio_import_error(text: str) -> None:
+    with pytest.raises(DiaryImportError, match="text="):
+        import_daylio(text)
 
 
 @FUZZ
@@ -269,7 +372,7 @@ def _csv(rows: list[list[str]]) -> str:
     )
 )
 def test_arbitrary_rows_under_a_valid_header_never_abort_the_import(rows: list[list[str]]) -> None:
-    report = import_daylio(_csv([list(CURRENT_COLUMNS), *rows]))
+    report = import_daylio(text=_csv([list(CURRENT_COLUMNS), *rows]))
 
     non_blank = [r for r in rows if any(cell.strip() for cell in r)]
     assert report.rows == len(non_blank) == report.imported + report.failed
@@ -312,7 +415,7 @@ def test_valid_rows_in_any_order_are_all_imported_faithfully(
             [day.isoformat(), "", "", clock(t, twelve), mood, " | ".join(activities), "", ""]
         )
 
-    report = import_daylio(_csv(table))
+    report = import_daylio(text=_csv(table))
 
     assert report.failed == 0
     expected = sorted(

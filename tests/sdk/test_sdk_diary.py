@@ -8,6 +8,7 @@ import json
 import sqlite3
 import stat
 import zlib
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from client_sdk import (
     Diary,
     DiaryClosedError,
     DiaryCorruptError,
+    DiaryImportError,
     Entry,
     EntryNotFoundError,
     InvalidArgumentError,
@@ -404,9 +406,98 @@ def test_importing_state_of_mind_samples_logs_them(diary: Diary, fixtures: Path)
 
 
 def test_a_fatal_import_error_logs_nothing(diary: Diary) -> None:
-    from client_sdk import DiaryImportError
-
     with pytest.raises(DiaryImportError):
-        diary.import_daylio("this is not,a daylio file\n1,2\n")
+        diary.import_daylio(text="this is not,a daylio file\n1,2\n")
+
+    assert len(diary) == 0
+
+
+def test_a_str_path_names_the_export_file_as_for_open(
+    diary: Diary, fixtures: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(fixtures)
+
+    daylio = diary.import_daylio("daylio_current.csv")
+    state_of_mind = diary.import_state_of_mind("state_of_mind.json")
+
+    assert (daylio.logged, state_of_mind.logged) == (4, 3)
+    assert len(diary) == 7
+
+
+def test_text_in_memory_is_imported_through_text(diary: Diary, fixtures: Path) -> None:
+    daylio = (fixtures / "daylio_current.csv").read_text(encoding="utf-8")
+    state_of_mind = (fixtures / "state_of_mind.json").read_text(encoding="utf-8")
+
+    first = diary.import_daylio(text=daylio, tz="Europe/Berlin")
+    second = diary.import_state_of_mind(text=state_of_mind)
+
+    assert (first.logged, second.logged) == (4, 3)
+    assert diary.read()[0].time.utcoffset() == timedelta(hours=1)
+
+
+def test_bytes_are_the_export_files_bytes(diary: Diary, fixtures: Path) -> None:
+    report = diary.import_daylio((fixtures / "daylio_bom.csv").read_bytes())
+
+    assert report.logged == 1
+    assert diary.read()[0].note == "Café with Zoë"
+
+
+@pytest.mark.parametrize(
+    ("make_source", "message"),
+    [
+        (lambda tmp, csv_text: str(tmp / "absent.csv"), "no Daylio file at"),
+        (lambda tmp, csv_text: tmp / "absent.csv", "no Daylio file at"),
+        (lambda tmp, csv_text: str(tmp), "is a directory"),
+        (lambda tmp, csv_text: csv_text, r"import_daylio\(text=\.\.\.\)"),
+    ],
+    ids=["missing-str", "missing-path", "directory", "csv-text-as-path"],
+)
+def test_a_daylio_source_that_is_not_a_readable_file_logs_nothing(
+    diary: Diary,
+    tmp_path: Path,
+    fixtures: Path,
+    make_source: Callable[[Path, str], str | Path],
+    message: str,
+) -> None:
+    csv_text = (fixtures / "daylio_current.csv").read_text(encoding="utf-8")
+    diary.log(_entry())
+
+    with pytest.raises(DiaryImportError, match=message):
+        diary.import_daylio(make_source(tmp_path, csv_text))
+
+    assert len(diary) == 1
+
+
+@pytest.mark.parametrize(
+    ("make_source", "message"),
+    [
+        (lambda tmp, json_text: str(tmp / "absent.json"), "no State of Mind file at"),
+        (lambda tmp, json_text: tmp, "is a directory"),
+        (lambda tmp, json_text: json_text, r"import_state_of_mind\(text=\.\.\.\)"),
+    ],
+    ids=["missing", "directory", "json-text-as-path"],
+)
+def test_a_state_of_mind_source_that_is_not_a_readable_file_logs_nothing(
+    diary: Diary,
+    tmp_path: Path,
+    fixtures: Path,
+    make_source: Callable[[Path, str], str | Path],
+    message: str,
+) -> None:
+    json_text = (fixtures / "state_of_mind.json").read_text(encoding="utf-8")
+
+    with pytest.raises(DiaryImportError, match=message):
+        diary.import_state_of_mind(make_source(tmp_path, json_text))
+
+    assert len(diary) == 0
+
+
+def test_a_file_and_text_together_is_refused_and_logs_nothing(diary: Diary, fixtures: Path) -> None:
+    path = fixtures / "daylio_current.csv"
+
+    with pytest.raises(InvalidArgumentError, match="not both"):
+        diary.import_daylio(path, text=path.read_text())  # type: ignore[call-overload]  # on purpose
+    with pytest.raises(InvalidArgumentError, match="neither"):
+        diary.import_state_of_mind()  # type: ignore[call-overload]  # on purpose
 
     assert len(diary) == 0
