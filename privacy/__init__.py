@@ -9,6 +9,7 @@ from privacy.accounting import (
     noise_for_budget,
 )
 from privacy.budget import Accountant
+from privacy.calibration import noise_multiplier_for
 from privacy.clipping import clip_factors, clip_update, update_norm
 from privacy.device import DeviceAccountant
 from privacy.errors import BudgetExceededError, PrivacyError
@@ -19,24 +20,39 @@ from privacy.mechanisms import (
     gaussian_noise,
     secure_rng,
 )
+from privacy.rdp import RDP_ORDERS, RdpCurve, event_rdp, rdp_epsilon, sampled_gaussian_rdp
+from privacy.thresholds import (
+    DEFAULT_FALSE_RELEASE_BOUND,
+    DEFAULT_MIN_CONTRIBUTORS,
+    release_threshold,
+)
 
 __all__ = [
+    "DEFAULT_FALSE_RELEASE_BOUND",
+    "DEFAULT_MIN_CONTRIBUTORS",
+    "RDP_ORDERS",
     "Accountant",
     "BudgetExceededError",
     "DeviceAccountant",
     "Method",
     "PrivacyError",
     "PrivacyEvent",
+    "RdpCurve",
     "SampledGaussian",
     "add_gaussian_noise",
     "calibrate_gaussian_sigma",
     "clip_factors",
     "clip_update",
     "epsilon_for",
+    "event_rdp",
     "gaussian_epsilon",
     "gaussian_noise",
     "history_epsilon",
     "noise_for_budget",
+    "noise_multiplier_for",
+    "rdp_epsilon",
+    "release_threshold",
+    "sampled_gaussian_rdp",
     "secure_rng",
     "update_norm",
 ]

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+    from typing_extensions import TypeIs  # typing.TypeIs from Python 3.13
 
 
 def torch_module() -> Any:
@@ -11,6 +15,6 @@ def torch_module() -> Any:
     return sys.modules.get("torch")
 
 
-def is_tensor(value: object) -> bool:
+def is_tensor(value: object) -> TypeIs[torch.Tensor]:
     torch = torch_module()
     return torch is not None and isinstance(value, torch.Tensor)

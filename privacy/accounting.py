@@ -8,12 +8,21 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal, NamedTuple, TypeAlias
 
-import dp_accounting
-from dp_accounting.pld import PLDAccountant
-from dp_accounting.rdp import RdpAccountant
+import dp_accounting  # type: ignore[import-untyped]  # dp-accounting ships no py.typed
+from dp_accounting.pld import PLDAccountant  # type: ignore[import-untyped]  # idem
+from dp_accounting.rdp import RdpAccountant  # type: ignore[import-untyped]  # idem
+
+from privacy.rdp import (
+    RdpCurve,
+    rdp_epsilon,
+    sampled_gaussian_event,
+    sampled_gaussian_rdp,
+    zero_rdp,
+)
 
 __all__ = [
     "PLD_VALUE_DISCRETIZATION",
+    "Counts",
     "EventKind",
     "History",
     "Method",
@@ -52,6 +61,9 @@ class SampledGaussian(NamedTuple):
     sampling_rate: float
     noise_multiplier: float
 
+
+Counts: TypeAlias = Mapping[SampledGaussian, int] | Mapping[tuple[float, float], int]
+"""A user's history as counts per (q, sigma), keyed by :class:`SampledGaussian` or plain pairs."""
 
 History: TypeAlias = tuple[tuple[float, float, int], ...]
 """The canonical, hashable form of a history: sorted (q, sigma, count), counts > 0."""
@@ -120,7 +132,7 @@ class PrivacyEvent:
         return SampledGaussian(self.sampling_rate, self.noise_multiplier)
 
 
-def canonical_history(history: Mapping[tuple[float, float], int]) -> History:
+def canonical_history(history: Counts) -> History:
     """Sorted (q, sigma, count) triples without zero counts: equal histories, equal keys.
 
     >>> canonical_history({(1.0, 5.0): 2, (0.01, 1.0): 500, (0.1, 1.0): 0})
@@ -136,14 +148,7 @@ def canonical_history(history: Mapping[tuple[float, float], int]) -> History:
     return tuple(sorted(triples))
 
 
-def _single_event(sampling_rate: float, noise_multiplier: float) -> dp_accounting.DpEvent:
-    gaussian = dp_accounting.GaussianDpEvent(noise_multiplier)
-    if sampling_rate == 1:
-        return gaussian
-    return dp_accounting.PoissonSampledDpEvent(sampling_rate, gaussian)
-
-
-def dp_event_for(history: Mapping[tuple[float, float], int]) -> dp_accounting.DpEvent:
+def dp_event_for(history: Counts) -> dp_accounting.DpEvent:
     """The dp-accounting event of a history: identical events self-composed, then composed.
 
     Grouping by (q, sigma) keeps the work proportional to the number of distinct
@@ -155,7 +160,7 @@ sampling_probability=0.01, event=GaussianDpEvent(noise_multiplier=1.0)), count=3
     """
     return dp_accounting.ComposedDpEvent(
         [
-            dp_accounting.SelfComposedDpEvent(_single_event(q, sigma), count)
+            dp_accounting.SelfComposedDpEvent(sampled_gaussian_event(q, sigma), count)
             for q, sigma, count in canonical_history(history)
         ]
     )
@@ -169,17 +174,26 @@ def _fresh_accountant(method: Method) -> dp_accounting.PrivacyAccountant:
     return PLDAccountant(value_discretization_interval=PLD_VALUE_DISCRETIZATION)
 
 
+def _history_rdp(history: History) -> RdpCurve:
+    # The same sum, in the same order, as RdpAccountant composing dp_event_for(history);
+    # but each (q, sigma)'s one-step curve is computed once per process, not per history.
+    curve = zero_rdp()
+    for q, sigma, count in history:
+        curve += sampled_gaussian_rdp(sampling_rate=q, noise_multiplier=sigma, count=count)
+    return curve
+
+
 @lru_cache(maxsize=1 << 16)
 def _epsilon_of(history: History, delta: float, method: Method) -> float:
     if not history:
         return 0.0
+    if method == "rdp":
+        return rdp_epsilon(_history_rdp(history), delta=delta)
     event = dp_event_for({(q, sigma): count for q, sigma, count in history})
     return float(_fresh_accountant(method).compose(event).get_epsilon(delta))
 
 
-def history_epsilon(
-    history: Mapping[tuple[float, float], int], *, delta: float, method: Method = "rdp"
-) -> float:
+def history_epsilon(history: Counts, *, delta: float, method: Method = "rdp") -> float:
     """Epsilon at ``delta`` of a user's whole history of (q, sigma) -> count.
 
     Results are memoized by the canonical history, so users (or rounds) with the same
@@ -258,7 +272,7 @@ def noise_for_budget(
         dp_accounting.calibrate_dp_mechanism(
             lambda: _fresh_accountant(method),
             lambda sigma: dp_accounting.SelfComposedDpEvent(
-                _single_event(sampling_rate, sigma), rounds
+                sampled_gaussian_event(sampling_rate, sigma), rounds
             ),
             epsilon,
             delta,

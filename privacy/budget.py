@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 
 from privacy import ledger
 from privacy.accounting import (
+    Counts,
     History,
     Method,
     PrivacyEvent,
@@ -28,7 +29,14 @@ __all__ = ["Accountant", "over_budget"]
 log = logging.getLogger(__name__)
 
 
-def _dominates(larger: Mapping[tuple[float, float], int], smaller: History) -> bool:
+Pairs = Mapping[tuple[float, float], int]
+
+
+def _pairs(history: History) -> dict[tuple[float, float], int]:
+    return {(q, sigma): count for q, sigma, count in history}
+
+
+def _dominates(larger: Pairs, smaller: History) -> bool:
     return all(larger.get((q, sigma), 0) >= count for q, sigma, count in smaller)
 
 
@@ -36,7 +44,7 @@ def _total(history: History) -> int:
     return sum(count for _, _, count in history)
 
 
-def _maximal(maps: Mapping[History, Mapping[tuple[float, float], int]]) -> list[History]:
+def _maximal(maps: Mapping[History, Pairs]) -> list[History]:
     """The histories no other one dominates; largest first, so one pass suffices."""
     maximal: list[History] = []
     for history in sorted(maps, key=lambda history: (-_total(history), history)):
@@ -59,7 +67,7 @@ def over_budget(
     binary-searched for its first history over budget: a few times log2(n)
     computations for n distinct histories, instead of n.
     """
-    maps = {history: {(q, sigma): count for q, sigma, count in history} for history in histories}
+    maps = {history: _pairs(history) for history in histories}
     within: list[dict[tuple[float, float], int]] = []
     over: list[History] = []
 
@@ -180,7 +188,7 @@ class Accountant:
     def __exit__(self, *_: object) -> None:
         self.close()
 
-    def _epsilon(self, history: Mapping[tuple[float, float], int]) -> float:
+    def _epsilon(self, history: Counts) -> float:
         return history_epsilon(history, delta=self.delta, method=self.method)
 
     def history(self, user_id: str) -> dict[SampledGaussian, int]:
@@ -268,14 +276,24 @@ class Accountant:
                 )
                 raise BudgetExceededError(refused, epsilon_budget=self.epsilon_budget)
 
-    def max_epsilon(self) -> float:
-        """The largest epsilon any user has spent (0 before any charge).
+    def max_epsilon(self, users: Collection[str] | None = None) -> float:
+        """The largest epsilon any of ``users`` has spent (every user when None); 0 if none.
 
-        Only histories not dominated by another one are evaluated.
+        This is the epsilon a release carries when ``users`` are the users whose data
+        could have shaped it. Users never charged count as 0. Epsilon only grows as
+        events are added, so only the maximal histories (those no other one dominates)
+        are evaluated: for users who differ only in how many rounds they were eligible,
+        that is one computation however many users there are.
         """
+        if isinstance(users, str):
+            raise TypeError("users must be a collection of user ids, not one string")
         with self.engine.connect() as connection:
-            loaded = ledger.load_all_histories(connection).values()
-        maps = {canonical_history(h): dict(h) for h in loaded}
+            if users is None:
+                loaded = ledger.load_all_histories(connection)
+            else:
+                loaded = ledger.load_histories(connection, sorted(_unique(users)))
+        distinct = {canonical_history(history) for history in loaded.values()}
+        maps = {history: _pairs(history) for history in distinct}
         return max((self._epsilon(maps[history]) for history in _maximal(maps)), default=0.0)
 
     def spent_by_purpose(self, user_id: str) -> dict[str, float]:

@@ -63,7 +63,7 @@ def _zeros_like(value: Array) -> Array:
     if is_tensor(value):
         torch = torch_module()
         dtype = value.dtype if value.is_floating_point() else torch.float64
-        return torch.zeros(value.shape, dtype=dtype, device=value.device)
+        return value.new_zeros(value.shape, dtype=dtype)
     return np.zeros_like(_as_float_array(value))
 
 
@@ -142,15 +142,14 @@ def clip_factors(norms: Array, *, max_norm: float) -> Array:
         raise ValueError(f"max_norm must be a positive finite number, got {max_norm!r}")
     if is_tensor(norms):
         torch = torch_module()
-        values = norms.detach() if norms.requires_grad else norms
-        if not values.is_floating_point():
-            values = values.double()
-        scale = max_norm * (1.0 - _margin(float(torch.finfo(values.dtype).eps)))
+        tensor = norms.detach() if norms.requires_grad else norms
+        if not tensor.is_floating_point():
+            tensor = tensor.double()
+        scale = max_norm * (1.0 - _margin(float(torch.finfo(tensor.dtype).eps)))
         # reciprocal * scale, clamped: norm 0 gives inf -> 1, inf gives 0, NaN stays NaN.
-        factors = torch.reciprocal(values).mul_(scale).clamp_(min=0.0, max=1.0)
-        return factors.nan_to_num_(nan=0.0)
+        return tensor.reciprocal().mul_(scale).clamp_(min=0.0, max=1.0).nan_to_num_(nan=0.0)
     values = _as_float_array(norms)
     scale = max_norm * (1.0 - _margin(float(np.finfo(values.dtype).eps)))
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        factors = np.clip(scale / values, 0.0, 1.0)
-    return np.nan_to_num(factors, nan=0.0)
+        factors: np.ndarray = np.nan_to_num(np.clip(scale / values, 0.0, 1.0), nan=0.0)
+    return factors

@@ -6,7 +6,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, Engine, Index, UniqueConstraint, select
+from sqlalchemy import Connection, Engine, Index, Table, UniqueConstraint, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
@@ -72,8 +72,8 @@ class PrivacySpend(_PrivacyModel, table=True):
     count: int
 
 
-_charge = PrivacyCharge.__table__
-_spend = PrivacySpend.__table__
+_charge: Table = metadata.tables[PrivacyCharge.__tablename__]
+_spend: Table = metadata.tables[PrivacySpend.__tablename__]
 
 Histories = dict[str, dict[SampledGaussian, int]]
 
@@ -133,6 +133,7 @@ def record_charge(
         ],
     )
     dialect = connection.dialect.name
+    insert: sqlite.Insert | postgresql.Insert
     if dialect == "sqlite":
         insert = sqlite.insert(_spend)
     elif dialect == "postgresql":

@@ -6,7 +6,7 @@ import math
 import secrets
 from collections.abc import Sequence
 
-import dp_accounting
+import dp_accounting  # type: ignore[import-untyped]  # dp-accounting ships no py.typed
 import numpy as np
 
 from privacy._arrays import is_tensor, torch_module
@@ -67,8 +67,8 @@ def _noised(value: Array, std: float, rng: np.random.Generator) -> Array:
     if is_tensor(value):
         torch = torch_module()
         dtype = value.dtype if value.is_floating_point() else torch.float64
-        noise = torch.from_numpy(rng.normal(0.0, std, size=tuple(value.shape)))
-        return value.detach().to(dtype) + noise.to(dtype=dtype, device=value.device)
+        noise = value.new_tensor(rng.normal(0.0, std, size=tuple(value.shape)), dtype=dtype)
+        return value.detach().to(dtype) + noise
     array = np.asarray(value)
     if not np.issubdtype(array.dtype, np.floating):
         array = array.astype(np.float64)
