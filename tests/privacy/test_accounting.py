@@ -189,3 +189,21 @@ def test_analytics_events_are_unsampled_and_training_events_validate() -> None:
         PrivacyEvent.training_round(sampling_rate=0.1, noise_multiplier=float("nan"))
     with pytest.raises(ValueError, match="analytics"):
         PrivacyEvent("analytics", 0.5, 1.0)
+
+
+@pytest.mark.parametrize(
+    "history",
+    [
+        {(0.01, 1.0): 500},
+        {(0.01, 1.0): 300, (1.0, 10.0): 12, (0.05, 0.8): 40},
+        {(1.0, 4.0): 10},
+    ],
+)
+def test_rdp_history_epsilon_equals_dp_accountings_rdp_accountant_exactly(
+    history: dict[tuple[float, float], int],
+) -> None:
+    # history_epsilon adds cached per-(q, sigma) curves (privacy.rdp) instead of running
+    # an RdpAccountant per history: the same sums in the same order, so the same bits.
+    reference = dp_accounting.rdp.RdpAccountant().compose(dp_event_for(history))
+
+    assert history_epsilon(history, delta=DELTA) == reference.get_epsilon(DELTA)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import random
-import time
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -14,6 +15,7 @@ from privacy import (
     BudgetExceededError,
     PrivacyError,
     PrivacyEvent,
+    SampledGaussian,
     epsilon_for,
     history_epsilon,
 )
@@ -201,16 +203,16 @@ def test_over_budget_agrees_with_evaluating_every_history(method: str) -> None:
     assert over_budget(histories, epsilon_budget=budget, delta=DELTA, method=method) == expected
 
 
-def test_checking_ten_thousand_users_near_the_budget_takes_seconds_not_minutes(
-    make_accountant: MakeAccountant,
-) -> None:
-    budget = 1.3  # reached after about 300 of the 500 rounds
-    accountant = make_accountant(epsilon_budget=budget)
+USERS = [f"device-{i:05d}" for i in range(10_000)]
+
+
+def near_the_budget(accountant: Accountant) -> dict[str, dict[SampledGaussian, int]]:
+    """10,000 users with random training and analytics counts, written straight to the
+    spend table; with a budget of 1.3 (about 300 of 500 rounds) many are near it."""
     rng = random.Random(0)
-    users = [f"device-{i:05d}" for i in range(10_000)]
     histories = {
         user: {TRAINING.mechanism: rng.randint(1, 500), ANALYTICS.mechanism: rng.randint(0, 6)}
-        for user in users
+        for user in USERS
     }
     rows = [
         {"user_id": user, "sampling_rate": q, "noise_multiplier": sigma, "count": count}
@@ -220,14 +222,97 @@ def test_checking_ten_thousand_users_near_the_budget_takes_seconds_not_minutes(
     ]
     with accountant.engine.begin() as connection:
         connection.execute(PrivacySpend.__table__.insert(), rows)
+    return histories
 
-    start = time.perf_counter()
-    refused = set(accountant.would_exceed(users, TRAINING))
-    elapsed = time.perf_counter() - start
 
-    print(f"would_exceed over 10,000 users near the budget: {elapsed:.2f} s")
-    assert 0 < len(refused) < len(users)
-    for user in rng.sample(users, 20):
+def count_epsilon_computations(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Every epsilon the budget module asks for, memoized or not."""
+    calls: list[object] = []
+    real = privacy.budget.history_epsilon
+
+    def counting(*args: Any, **kwargs: Any) -> float:
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(privacy.budget, "history_epsilon", counting)
+    return calls
+
+
+def test_checking_ten_thousand_users_near_the_budget_takes_a_logarithmic_number_of_epsilons(
+    make_accountant: MakeAccountant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    budget = 1.3
+    accountant = make_accountant(epsilon_budget=budget)
+    histories = near_the_budget(accountant)
+    distinct = {canonical_history(history) for history in histories.values()}
+    calls = count_epsilon_computations(monkeypatch)
+
+    refused = set(accountant.would_exceed(USERS, TRAINING))
+
+    # 7 analytics counts x ~500 training counts: thousands of distinct histories, each
+    # chain (one analytics count) binary-searched along the training count.
+    chains = len({h[ANALYTICS.mechanism] for h in histories.values()})
+    bound = chains * (math.ceil(math.log2(len(distinct))) + 2)
+    print(f"{len(calls)} epsilon computations for {len(distinct)} distinct histories")
+    assert len(distinct) > 3000
+    assert len(calls) <= bound < len(distinct) / 20
+    assert 0 < len(refused) < len(USERS)
+    for user in random.Random(1).sample(USERS, 20):
         after = {**histories[user], TRAINING.mechanism: histories[user][TRAINING.mechanism] + 1}
         assert (user in refused) == (history_epsilon(after, delta=DELTA) > budget)
-    assert elapsed < 15.0
+
+
+def test_max_epsilon_of_some_users_is_the_most_any_of_them_has_spent(
+    make_accountant: MakeAccountant,
+) -> None:
+    accountant = make_accountant()
+    run_rounds(accountant, 12, {"a": range(12), "b": range(4), "c": range(6)})
+    accountant.charge(["b"], ANALYTICS, purpose="analytics", release_id="w1")
+
+    assert accountant.max_epsilon(["b", "c"]) == max(
+        accountant.epsilon("b"), accountant.epsilon("c")
+    )
+    assert accountant.max_epsilon(["c"]) == accountant.epsilon("c") < accountant.epsilon("a")
+    assert accountant.max_epsilon(["a", "b", "c"]) == accountant.max_epsilon()
+    assert accountant.max_epsilon(["never-charged"]) == accountant.max_epsilon([]) == 0.0
+    assert accountant.max_epsilon({"c", "never-charged"}) == accountant.epsilon("c")
+
+
+@pytest.mark.parametrize("bad", ["abc", ["a", ""], ["a", 7]])
+def test_max_epsilon_refuses_what_is_not_a_collection_of_user_ids(
+    make_accountant: MakeAccountant, bad: Any
+) -> None:
+    accountant = make_accountant()
+    run_rounds(accountant, 2, {"a": range(2)})
+
+    with pytest.raises((TypeError, ValueError), match="user id"):
+        accountant.max_epsilon(bad)
+
+
+def test_max_epsilon_of_ten_thousand_users_evaluates_only_the_maximal_histories(
+    make_accountant: MakeAccountant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    accountant = make_accountant(epsilon_budget=1e6)
+    histories = near_the_budget(accountant)
+    distinct = {canonical_history(history) for history in histories.values()}
+    maximal = [
+        h
+        for h in distinct
+        if not any(
+            o != h and all(dict(((q, s), c) for q, s, c in o).get((q, s), 0) >= c for q, s, c in h)
+            for o in distinct
+        )
+    ]
+    brute = max(
+        history_epsilon({(q, s): c for q, s, c in history}, delta=DELTA) for history in distinct
+    )
+    calls = count_epsilon_computations(monkeypatch)
+
+    everyone = accountant.max_epsilon(USERS)
+
+    assert len(calls) == len(maximal) <= 7  # of thousands of distinct histories
+    assert everyone == brute == accountant.max_epsilon()
+    half = USERS[::2]
+    assert accountant.max_epsilon(half) == max(
+        history_epsilon(histories[user], delta=DELTA) for user in half
+    )
