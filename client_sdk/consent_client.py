@@ -1,10 +1,11 @@
 """The device's consent client: sign decisions, and trust no answer it cannot verify.
 
-Every receipt is checked with the ledger's own verifier (``consent.merkle`` and
-``consent.note``, the same code the service and the audit run): the checkpoint's
-signature against the log key pinned in the app, the inclusion of exactly the
-record this device signed, and the consistency of each new checkpoint with the
-last one this device saw, so that a log which rewrote its history is caught.
+Every receipt is checked with the ledger's own verifier (:mod:`consent.verify`, the
+same code the audit and the dashboard run): the checkpoint's signature against the log
+key pinned in the app, the inclusion of exactly the record this device signed, and the
+consistency of each new checkpoint with the last one this device saw, so that a log
+which rewrote its history is caught. Answers are parsed into the service's own models
+(:mod:`consent.models`).
 """
 
 from __future__ import annotations
@@ -26,15 +27,23 @@ import rfc8785
 from client_sdk.errors import SDKError
 from client_sdk.keys import DeviceKey
 from consent.encoding import b64decode, b64encode, b64url_encode
-from consent.merkle import ProofError, hash_leaf, verify_consistency, verify_inclusion
-from consent.note import Checkpoint, NoteError, NoteVerifier, open_checkpoint
-from consent.statement import format_time
+from consent.models import ConsistencyProof, DeviceState, Receipt
+from consent.note import Checkpoint, NoteVerifier
+from consent.statement import SignedRecord, format_time
+from consent.verify import (
+    CheckpointError,
+    VerificationError,
+    open_signed_checkpoint,
+    verify_append_only,
+)
+from consent.verify import verify_receipt as _verify_receipt
 
 __all__ = [
     "ConsentClient",
     "ConsentRefusedError",
     "ConsentServiceError",
     "Decision",
+    "HeldReceipt",
     "LogVerificationError",
     "notice_sha256",
     "verify_receipt",
@@ -83,39 +92,43 @@ class Decision:
         return self.expires_at is None or self.expires_at > format_time(datetime.now(UTC))
 
 
+@dataclass(frozen=True, slots=True)
+class HeldReceipt:
+    """A verified receipt this device keeps, with the signed record it proves."""
+
+    record: SignedRecord
+    receipt: Receipt
+
+
+def _unpinned(error: CheckpointError) -> LogVerificationError:
+    return LogVerificationError(
+        f"the checkpoint is not signed by the pinned log key: {error.reason}"
+    )
+
+
 def verify_receipt(
-    receipt: Mapping[str, Any], *, record: Mapping[str, Any], verifier: NoteVerifier
+    receipt: Receipt | Mapping[str, Any],
+    *,
+    record: SignedRecord | Mapping[str, Any],
+    verifier: NoteVerifier,
 ) -> Checkpoint:
-    """Check a receipt proves the log holds exactly ``record``; return its checkpoint."""
+    """Check a receipt proves the log holds exactly ``record``; return its checkpoint.
+
+    :func:`consent.verify.verify_receipt`, with its failures as
+    :class:`LogVerificationError`; JSON receipts and records are parsed first.
+    """
     try:
-        checkpoint = open_checkpoint(str(receipt["checkpoint"]), verifier)
-        if checkpoint.size != receipt["tree_size"]:
-            raise LogVerificationError("the receipt's tree size is not its checkpoint's")
-        leaf_hash = hash_leaf(rfc8785.dumps(dict(record)))
-        if b64decode(str(receipt["leaf_hash"])) != leaf_hash:
-            raise LogVerificationError("the receipt is for a different record than the one sent")
-        verify_inclusion(
-            index=int(receipt["index"]),
-            size=checkpoint.size,
-            leaf_hash=leaf_hash,
-            proof=[b64decode(h) for h in receipt["inclusion_proof"]],
-            root=checkpoint.root_hash,
-        )
-    except NoteError as exc:
-        raise LogVerificationError(
-            f"the checkpoint is not signed by the pinned log key: {exc}"
-        ) from None
-    except ProofError as exc:
-        raise LogVerificationError(f"the inclusion proof does not verify: {exc}") from None
-    except (KeyError, TypeError, ValueError) as exc:
+        receipt = receipt if isinstance(receipt, Receipt) else Receipt.model_validate(receipt)
+        if not isinstance(record, SignedRecord):
+            record = SignedRecord.model_validate(record)
+    except ValueError as exc:  # pydantic's ValidationError
         raise LogVerificationError(f"the receipt is malformed: {exc}") from None
-    statement = record["statement"]
-    if (
-        receipt.get("pii_principal_id") != statement["device_key"]
-        or receipt.get("notice_sha256") != statement["notice_sha256"]
-    ):
-        raise LogVerificationError("the receipt's fields do not match the statement signed")
-    return checkpoint
+    try:
+        return _verify_receipt(receipt, record=record, verifier=verifier)
+    except CheckpointError as exc:
+        raise _unpinned(exc) from None
+    except VerificationError as exc:
+        raise LogVerificationError(str(exc)) from None
 
 
 class ConsentClient:
@@ -153,11 +166,11 @@ class ConsentClient:
         notice: str,
         policy_version: str = "1",
         expires_at: datetime | None = None,
-    ) -> dict[str, Any]:
+    ) -> Receipt:
         """Sign and record a grant; return the verified receipt."""
         return self._decide("grant", purpose, notice, policy_version, expires_at)
 
-    def withdraw(self, purpose: str, *, notice: str, policy_version: str = "1") -> dict[str, Any]:
+    def withdraw(self, purpose: str, *, notice: str, policy_version: str = "1") -> Receipt:
         """Sign and record a withdrawal; return the verified receipt."""
         return self._decide("withdraw", purpose, notice, policy_version, None)
 
@@ -166,16 +179,26 @@ class ConsentClient:
         latest = self._state["decisions"].get(purpose)
         return None if latest is None else Decision(**latest)
 
-    def receipts(self) -> list[dict[str, Any]]:
+    def receipts(self) -> list[HeldReceipt]:
         """Every verified receipt this device holds, oldest first."""
-        return list(self._state["receipts"])
+        return [
+            HeldReceipt(
+                record=SignedRecord.model_validate(held["record"]),
+                receipt=Receipt.model_validate(held["receipt"]),
+            )
+            for held in self._state["receipts"]
+        ]
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> DeviceState:
         """The service's current state for this device, checked against local receipts."""
-        state = self._get(f"/v1/consents/{self.key.device_key}").json()
+        answer = self._get(f"/v1/consents/{self.key.device_key}")
+        try:
+            state = DeviceState.model_validate_json(answer.content)
+        except ValueError as exc:  # pydantic's ValidationError
+            raise ConsentServiceError(f"the consent service's state is malformed: {exc}") from None
         for purpose, mine in self._state["decisions"].items():
-            theirs = state.get("purposes", {}).get(purpose)
-            if theirs is None or theirs.get("index") != mine["index"]:
+            theirs = state.purposes.get(purpose)
+            if theirs is None or theirs.index != mine["index"]:
                 raise LogVerificationError(
                     f"the service's state for {purpose!r} disagrees with this device's receipt "
                     f"(index {mine['index']})"
@@ -185,11 +208,9 @@ class ConsentClient:
     def refresh_checkpoint(self) -> Checkpoint:
         """Fetch the latest checkpoint and check it extends the last one seen."""
         try:
-            checkpoint = open_checkpoint(self._get("/v1/log/checkpoint").text, self.verifier)
-        except NoteError as exc:
-            raise LogVerificationError(
-                f"the checkpoint is not signed by the pinned log key: {exc}"
-            ) from None
+            checkpoint = open_signed_checkpoint(self._get("/v1/log/checkpoint").text, self.verifier)
+        except CheckpointError as exc:
+            raise _unpinned(exc) from None
         self._check_consistent(checkpoint)
         self._save()
         return checkpoint
@@ -203,7 +224,7 @@ class ConsentClient:
         notice: str,
         policy_version: str,
         expires_at: datetime | None,
-    ) -> dict[str, Any]:
+    ) -> Receipt:
         statement: dict[str, Any] = {
             "v": 1,
             "device_key": self.key.device_key,
@@ -228,16 +249,21 @@ class ConsentClient:
             raise ConsentRefusedError(response.status_code, _detail(response))
         if response.status_code != 201:
             raise ConsentServiceError(f"the consent service answered {response.status_code}")
-        receipt = response.json()
+        try:
+            receipt = Receipt.model_validate_json(response.content)
+        except ValueError as exc:  # pydantic's ValidationError
+            raise LogVerificationError(f"the receipt is malformed: {exc}") from None
         checkpoint = verify_receipt(receipt, record=record, verifier=self.verifier)
         self._check_consistent(checkpoint)
-        self._state["receipts"].append({"record": record, "receipt": receipt})
+        self._state["receipts"].append(
+            {"record": record, "receipt": receipt.model_dump(mode="json")}
+        )
         self._state["decisions"][purpose] = {
             "purpose": purpose,
             "action": action,
             "issued_at": statement["issued_at"],
             "expires_at": statement.get("expires_at"),
-            "index": receipt["index"],
+            "index": receipt.index,
         }
         self._save()
         return receipt
@@ -248,21 +274,16 @@ class ConsentClient:
         if last is not None:
             seen = Checkpoint(last["origin"], last["size"], b64decode(last["root"]))
             old, new = sorted((seen, checkpoint), key=lambda c: c.size)
-            proof = self._get(
+            answer = self._get(
                 "/v1/log/proof/consistency", params={"old": old.size, "new": new.size}
-            ).json()
+            )
             try:
-                verify_consistency(
-                    old_size=old.size,
-                    new_size=new.size,
-                    old_root=old.root_hash,
-                    new_root=new.root_hash,
-                    proof=[b64decode(h) for h in proof["proof"]],
-                )
-            except (ProofError, KeyError, TypeError, ValueError) as exc:
+                verify_append_only(old, new, ConsistencyProof.model_validate_json(answer.content))
+            except ValueError as exc:  # ConsistencyError, or a malformed proof
+                reason = exc.reason if isinstance(exc, VerificationError) else str(exc)
                 raise LogVerificationError(
                     f"the log is not consistent with the checkpoint this device saw at size "
-                    f"{seen.size}: it rewrote its history ({exc})"
+                    f"{seen.size}: it rewrote its history ({reason})"
                 ) from None
             if checkpoint.size < seen.size:
                 return
@@ -286,7 +307,8 @@ class ConsentClient:
     def _load(self) -> dict[str, Any]:
         if not self.state_path.exists():
             return {"checkpoint": None, "receipts": [], "decisions": {}}
-        return json.loads(self.state_path.read_text())
+        state: dict[str, Any] = json.loads(self.state_path.read_text())
+        return state
 
     def _save(self) -> None:
         """Atomically replace the state file (0600), so a crash never leaves half a file."""

@@ -1,9 +1,10 @@
 """``moodfed consent audit``: recompute the whole log from its stored rows.
 
 Every leaf is re-derived from the stored record (and its device signature checked),
-the tree is rebuilt, every stored checkpoint's signature and its consistency with
-the latest are verified, and the materialized state is replayed. The first bad
-index is named, so an operator knows where a row was changed.
+the tree is rebuilt, every stored checkpoint's signature and its root against the
+rebuilt tree are verified (with :mod:`consent.verify`, as the dashboard and the
+devices do), and the materialized state is replayed. The first bad index is named, so
+an operator knows where a row was changed.
 """
 
 from __future__ import annotations
@@ -11,21 +12,23 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from consent.encoding import b64encode
-from consent.merkle import MerkleTree, ProofError, hash_leaf, verify_consistency
-from consent.note import NoteError, NoteVerifier, open_checkpoint
-from consent.statement import (
-    SignedRecord,
-    StatementError,
-    canonical_record,
-    parse_json_strict,
-    verify_record_signature,
-)
+from consent.merkle import MerkleTree, hash_leaf
+from consent.note import NoteVerifier
+from consent.statement import canonical_record
 from consent.store import ConsentState, LogCheckpoint, LogEntry, LogHead, create_engine
+from consent.verify import (
+    CheckpointError,
+    EntryError,
+    VerificationError,
+    open_signed_checkpoint,
+    signed_record,
+    verify_tree,
+)
 
 __all__ = ["AuditReport", "audit_log"]
 
@@ -53,7 +56,10 @@ def _rows(session: Session) -> Iterator[LogEntry]:
     while True:
         page = (
             session.execute(
-                select(LogEntry).where(LogEntry.index > last).order_by(LogEntry.index).limit(5000)
+                select(LogEntry)
+                .where(col(LogEntry.index) > last)
+                .order_by(col(LogEntry.index))
+                .limit(5000)
             )
             .scalars()
             .all()
@@ -71,10 +77,11 @@ def _check_entry(row: LogEntry, report: AuditReport) -> None:
         report.fail(f"index {i}: stored leaf hash does not match the stored record", index=i)
         return
     try:
-        record = SignedRecord.model_validate(parse_json_strict(row.leaf))
-        verify_record_signature(record)
-    except (StatementError, ValidationError) as exc:
-        report.fail(f"index {i}: the stored record is not a validly signed record: {exc}", index=i)
+        record = signed_record(row.leaf)
+    except EntryError as exc:
+        report.fail(
+            f"index {i}: the stored record is not a validly signed record: {exc.reason}", index=i
+        )
         return
     if canonical_record(record) != row.leaf:
         report.fail(f"index {i}: the stored record is not in canonical (JCS) form", index=i)
@@ -103,19 +110,19 @@ def audit_log(database_url: str, verifier_key: str) -> AuditReport:
             latest[(row.device_key, row.purpose)] = (row.action, row.index)
         report.size = tree.size
         report.root = b64encode(tree.root())
-        head = session.execute(select(LogHead).where(LogHead.id == 1)).scalar_one()
+        head = session.execute(select(LogHead).where(col(LogHead.id) == 1)).scalar_one()
         if head.size != tree.size:
             report.fail(
                 f"the head says size {head.size} but {tree.size} entries are stored",
                 index=min(head.size, tree.size),
             )
-        checkpoints = session.execute(select(LogCheckpoint).order_by(LogCheckpoint.size))
+        checkpoints = session.execute(select(LogCheckpoint).order_by(col(LogCheckpoint.size)))
         for cp in checkpoints.scalars():
             report.checkpoints += 1
             try:
-                signed = open_checkpoint(cp.note, verifier)
-            except NoteError as exc:
-                report.fail(f"checkpoint {cp.size}: {exc}")
+                signed = open_signed_checkpoint(cp.note, verifier)
+            except CheckpointError as exc:
+                report.fail(f"checkpoint {cp.size}: {exc.reason}")
                 continue
             if signed.size != cp.size or signed.root_hash != cp.root_hash:
                 report.fail(f"checkpoint {cp.size}: its columns disagree with its signed note")
@@ -123,14 +130,8 @@ def audit_log(database_url: str, verifier_key: str) -> AuditReport:
                 report.fail(f"checkpoint {cp.size}: signed for more entries than are stored")
                 continue
             try:
-                verify_consistency(
-                    old_size=signed.size,
-                    new_size=tree.size,
-                    old_root=signed.root_hash,
-                    new_root=tree.root(),
-                    proof=tree.consistency_proof(signed.size, tree.size),
-                )
-            except ProofError:
+                verify_tree(tree, signed)
+            except VerificationError:
                 report.fail(
                     f"checkpoint {signed.size}: the stored entries no longer match the root "
                     f"the log signed; an entry below index {signed.size} was changed",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -18,8 +18,9 @@ app = typer.Typer(help="The consent ledger service.", no_args_is_help=True)
 console = Console(stderr=True, soft_wrap=True)
 
 
-def _settings(**overrides: object) -> ConsentSettings:
-    given = {key: value for key, value in overrides.items() if value is not None}
+def _settings(**overrides: Any) -> ConsentSettings:
+    """The settings from the environment, with the options given on the command line on top."""
+    given: dict[str, Any] = {key: value for key, value in overrides.items() if value is not None}
     return ConsentSettings(**given)
 
 

@@ -1,32 +1,58 @@
 """The consent ledger: validate signed records, append them in batches, prove it.
 
-No HTTP here (``consent.api`` is the thin layer on top) and no SQL outside the
-queries below. Appends are grouped: every record waiting when a batch starts gets
-a consecutive index, is written with the materialized state and one new signed
-checkpoint in a single transaction, and only then is acknowledged. One fsync and
-one signature serve the whole batch, which is where the throughput comes from.
+No HTTP here (``consent.api`` is the thin layer on top, and maps the domain errors of
+:mod:`consent.errors` to statuses) and no SQL outside the queries below. Appends are
+grouped: every record waiting when a batch starts gets a consecutive index, is written
+with the materialized state and one new signed checkpoint in a single transaction, and
+only then is acknowledged. One fsync and one signature serve the whole batch, which is
+where the throughput comes from.
 """
 
 from __future__ import annotations
 
-import hmac
 import os
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import nacl.signing
 from pydantic import ValidationError
 from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from consent.encoding import b64encode
+from consent.errors import (
+    ClockSkewError,
+    InvalidInputError,
+    KeyFileError,
+    LedgerError,
+    LogIntegrityError,
+    MalformedInputError,
+    OutOfRangeError,
+    ReplayedNonceError,
+    SignatureError,
+    StaleStatementError,
+    StorageUnavailableError,
+    UnknownPolicyError,
+    UnknownPurposeError,
+    validation_message,
+)
 from consent.merkle import MerkleTree, hash_leaf
+from consent.models import (
+    ConsistencyProof,
+    DeviceState,
+    InclusionProof,
+    PurposeDecision,
+    PurposeState,
+    Receipt,
+)
 from consent.note import Checkpoint, NoteSigner, format_checkpoint
 from consent.settings import ConsentSettings, Policy
 from consent.statement import (
@@ -36,36 +62,24 @@ from consent.statement import (
     parse_json_strict,
     verify_record_signature,
 )
-from consent.store import ConsentState, LogCheckpoint, LogEntry, LogHead, create_engine
+from consent.store import (
+    CHECKPOINTS_TABLE,
+    ENTRIES_TABLE,
+    STATES_TABLE,
+    ConsentState,
+    LogEntry,
+    LogHead,
+    create_engine,
+)
 
 __all__ = [
     "AcceptedRecord",
     "Ledger",
     "LedgerError",
     "load_or_create_log_key",
-    "validation_message",
 ]
 
-
-class LedgerError(Exception):
-    """A request the ledger refuses; ``status`` is the HTTP status it maps to."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-def validation_message(error: ValidationError) -> str:
-    """One readable sentence per pydantic error: where, then what."""
-    parts = []
-    for item in error.errors():
-        where = ".".join(str(p) for p in item["loc"]) or "the record"
-        text = item["msg"].removeprefix("Value error, ")
-        if item["type"] == "extra_forbidden":
-            text = "is not a field of the protocol"
-        parts.append(f"{where}: {text}")
-    return "; ".join(parts)
+Clock = Callable[[], datetime]
 
 
 def load_or_create_log_key(path: Path) -> nacl.signing.SigningKey:
@@ -73,7 +87,7 @@ def load_or_create_log_key(path: Path) -> nacl.signing.SigningKey:
     if path.exists():
         seed = path.read_bytes()
         if len(seed) != 32:
-            raise LedgerError(500, f"log key file {path} does not hold a 32-byte Ed25519 seed")
+            raise KeyFileError(f"log key file {path} does not hold a 32-byte Ed25519 seed")
         return nacl.signing.SigningKey(seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     seed = os.urandom(32)
@@ -100,21 +114,22 @@ class AcceptedRecord:
 @dataclass(slots=True)
 class _Pending:
     accepted: AcceptedRecord
-    index: int | None = None
+    index: int = -1
     error: LedgerError | None = None
-    receipt: dict[str, Any] = field(default_factory=dict)
 
 
 class Ledger:
-    """The ledger over one database; safe to use from several threads and processes."""
+    """The ledger over one database; safe to use from several threads and processes.
 
-    def __init__(
-        self, settings: ConsentSettings, *, clock: Callable[[], datetime] | None = None
-    ) -> None:
+    ``clock`` is the service's notion of now (skew window, expiry of grants); tests
+    pass one they can move.
+    """
+
+    def __init__(self, settings: ConsentSettings, *, clock: Clock | None = None) -> None:
         self.settings = settings
         self.purposes = frozenset(settings.purposes)
         self.policies: dict[str, Policy] = settings.policies
-        self.clock = clock or (lambda: datetime.now(UTC))
+        self.clock: Clock = clock or _utc_now
         url = settings.resolved_database_url
         self.reader = create_engine(url)
         self.writer = create_engine(url, immediate=True)
@@ -137,66 +152,76 @@ class Ledger:
     # -- validation that needs no database ---------------------------------------
 
     def accept(self, body: bytes | dict[str, Any]) -> AcceptedRecord:
-        """Parse and check a signed record; raise :class:`LedgerError` (4xx) if it is bad."""
+        """Parse and check a signed record; raise a :class:`LedgerError` subclass if it is bad."""
         try:
             raw = parse_json_strict(body) if isinstance(body, bytes) else body
             if not isinstance(raw, dict):
                 raise StatementError("the body must be a JSON object {statement, signature}")
             record = SignedRecord.model_validate(raw)
         except StatementError as exc:
-            raise LedgerError(400, str(exc)) from None
+            raise MalformedInputError(str(exc)) from None
         except ValidationError as exc:
-            raise LedgerError(422, validation_message(exc)) from None
+            raise InvalidInputError(validation_message(exc)) from None
         statement = record.statement
-        if statement.purpose not in self.purposes:
-            known = ", ".join(sorted(self.purposes))
-            raise LedgerError(422, f"unknown purpose {statement.purpose!r}; known: {known}")
+        self._check_purpose(statement.purpose)
         if statement.policy_version not in self.policies:
             known = ", ".join(sorted(self.policies))
-            raise LedgerError(
-                422, f"unknown policy_version {statement.policy_version!r}; known: {known}"
+            raise UnknownPolicyError(
+                f"unknown policy_version {statement.policy_version!r}; known: {known}"
             )
         now = self.clock()
         skew = abs((statement.issued - now).total_seconds())
         if skew > self.settings.clock_skew_seconds:
-            raise LedgerError(
-                422,
+            raise ClockSkewError(
                 f"issued_at is {skew:.0f} s from the service's clock "
-                f"(allowed: {self.settings.clock_skew_seconds} s); check the device's clock",
+                f"(allowed: {self.settings.clock_skew_seconds} s); check the device's clock"
             )
         if statement.expires is not None and statement.expires <= now:
-            raise LedgerError(422, "expires_at is in the past")
+            raise InvalidInputError("expires_at is in the past")
         try:
             verify_record_signature(record)
         except StatementError as exc:
-            raise LedgerError(422, str(exc)) from None
+            raise SignatureError(str(exc)) from None
         leaf = canonical_record(record)
         return AcceptedRecord(record=record, leaf=leaf, leaf_hash=hash_leaf(leaf))
 
+    def _check_purpose(self, purpose: str) -> None:
+        if purpose not in self.purposes:
+            known = ", ".join(sorted(self.purposes))
+            raise UnknownPurposeError(f"unknown purpose {purpose!r}; known: {known}")
+
     # -- appends ---------------------------------------------------------------------
 
-    def append_batch(self, batch: Sequence[AcceptedRecord]) -> list[dict[str, Any] | LedgerError]:
-        """Append records in one transaction; one receipt or one refusal per record."""
+    def append_batch(self, batch: Sequence[AcceptedRecord]) -> list[Receipt | LedgerError]:
+        """Append records in one transaction; one receipt or one refusal per record.
+
+        A refusal (a replayed nonce, a stale statement) is returned in the record's
+        place; a database failure raises :class:`StorageUnavailableError` and nothing of
+        the batch is written.
+        """
         pending = [_Pending(accepted) for accepted in batch]
-        with self._write_lock, Session(self.writer) as session:
-            head = session.execute(
-                select(LogHead).where(LogHead.id == 1).with_for_update()
-            ).scalar_one()
-            start = head.size
-            self._refuse_replays_and_stale(session, pending)
-            good = [p for p in pending if p.error is None]
-            if good:
+        try:
+            with self._write_lock, Session(self.writer) as session:
+                head = self._head(session, lock=True)
+                start = head.size
+                self._refuse_replays_and_stale(session, pending)
+                good = [p for p in pending if p.error is None]
+                if not good:
+                    return [p.error for p in pending if p.error is not None]
                 with self._tree_lock:
                     self._sync_tree(session, start)
                     try:
-                        note = self._write(session, head, good)
+                        note = self._write(session, good)
                         session.commit()
                     except BaseException:
                         self.tree.truncate(start)
                         raise
-                for p in good:
-                    p.receipt = self._receipt(p, note)
-        return [p.error if p.error is not None else p.receipt for p in pending]
+                # Still under the write lock: no other batch can truncate the tree.
+                size = start + len(good)
+                receipts = {id(p): self._receipt(p, note, size) for p in good}
+        except SQLAlchemyError as exc:
+            raise StorageUnavailableError(f"the ledger could not store the record: {exc}") from exc
+        return [p.error if p.error is not None else receipts[id(p)] for p in pending]
 
     def _refuse_replays_and_stale(self, session: Session, pending: list[_Pending]) -> None:
         """Refuse a reused nonce, and a statement older than the device's latest one."""
@@ -208,7 +233,9 @@ class Ledger:
         used = {
             (key, nonce)
             for key, nonce in session.execute(
-                select(LogEntry.device_key, LogEntry.nonce).where(LogEntry.device_key.in_(devices))
+                select(col(LogEntry.device_key), col(LogEntry.nonce)).where(
+                    col(LogEntry.device_key).in_(devices)
+                )
             )
             if (key, nonce) in pairs
         }
@@ -216,26 +243,27 @@ class Ledger:
             (key, purpose): issued
             for key, purpose, issued in session.execute(
                 select(
-                    ConsentState.device_key, ConsentState.purpose, ConsentState.issued_epoch
-                ).where(ConsentState.device_key.in_(devices))
+                    col(ConsentState.device_key),
+                    col(ConsentState.purpose),
+                    col(ConsentState.issued_epoch),
+                ).where(col(ConsentState.device_key).in_(devices))
             )
         }
         for p, s in zip(pending, statements, strict=True):
             if (s.device_key, s.nonce) in used:
-                p.error = LedgerError(409, "this nonce was already used by this device")
+                p.error = ReplayedNonceError("this nonce was already used by this device")
                 continue
             issued = s.issued.timestamp()
             if issued < latest.get((s.device_key, s.purpose), float("-inf")):
-                p.error = LedgerError(
-                    409,
+                p.error = StaleStatementError(
                     f"a later statement for {s.purpose!r} is already in the ledger; "
-                    "sign a new statement with the current time",
+                    "sign a new statement with the current time"
                 )
                 continue
             used.add((s.device_key, s.nonce))
             latest[(s.device_key, s.purpose)] = issued
 
-    def _write(self, session: Session, head: LogHead, good: list[_Pending]) -> str:
+    def _write(self, session: Session, good: list[_Pending]) -> str:
         entries, states = [], {}
         for p in good:
             s = p.accepted.record.statement
@@ -266,20 +294,19 @@ class Ledger:
             }
         size = self.tree.size
         note = self._sign(size)
-        session.execute(LogEntry.__table__.insert(), entries)  # type: ignore[attr-defined]
+        session.execute(ENTRIES_TABLE.insert(), entries)
         self._upsert_states(session, list(states.values()))
         session.execute(
-            LogCheckpoint.__table__.insert(),  # type: ignore[attr-defined]
+            CHECKPOINTS_TABLE.insert(),
             [{"size": size, "root_hash": self.tree.root(size), "note": note}],
         )
-        session.execute(update(LogHead).where(LogHead.id == 1).values(size=size, note=note))
-        head.size = size
+        session.execute(update(LogHead).where(col(LogHead.id) == 1).values(size=size, note=note))
         return note
 
     def _upsert_states(self, session: Session, rows: list[dict[str, Any]]) -> None:
         dialect = session.get_bind().dialect.name
         insert = pg_insert if dialect == "postgresql" else sqlite_insert
-        statement = insert(ConsentState.__table__)  # type: ignore[attr-defined]
+        statement = insert(STATES_TABLE)
         columns = [c for c in rows[0] if c not in ("device_key", "purpose")]
         statement = statement.on_conflict_do_update(
             index_elements=["device_key", "purpose"],
@@ -291,44 +318,38 @@ class Ledger:
         checkpoint = Checkpoint(self.settings.log_origin, size, self.tree.root(size))
         return self.signer.sign(format_checkpoint(checkpoint))
 
-    def _receipt(self, p: _Pending, note: str) -> dict[str, Any]:
+    def _receipt(self, p: _Pending, note: str, size: int) -> Receipt:
         s = p.accepted.record.statement
-        assert p.index is not None
-        size = self.tree_size_of(note)
         policy = self.policies[s.policy_version]
-        return {
-            "index": p.index,
-            "tree_size": size,
-            "leaf_hash": b64encode(p.accepted.leaf_hash),
-            "inclusion_proof": [b64encode(h) for h in self.tree.inclusion_proof(p.index, size)],
-            "checkpoint": note,
-            "log_origin": self.settings.log_origin,
-            "receipt_version": "KI-CR-v1.1.0",
-            "consent_timestamp": s.issued_at,
-            "pii_principal_id": s.device_key,
-            "controller": policy.controller.model_dump(),
-            "jurisdiction": policy.jurisdiction,
-            "language": policy.language,
-            "policy_version": s.policy_version,
-            "policy_url": policy.policy_url,
-            "notice_sha256": s.notice_sha256,
-            "purposes": [
-                {
-                    "purpose": s.purpose,
-                    "action": s.action,
-                    "consent_type": "explicit",
-                    "expires_at": s.expires_at,
-                }
+        return Receipt(
+            index=p.index,
+            tree_size=size,
+            leaf_hash=b64encode(p.accepted.leaf_hash),
+            inclusion_proof=[b64encode(h) for h in self.tree.inclusion_proof(p.index, size)],
+            checkpoint=note,
+            log_origin=self.settings.log_origin,
+            receipt_version="KI-CR-v1.1.0",
+            consent_timestamp=s.issued_at,
+            pii_principal_id=s.device_key,
+            controller=policy.controller,
+            jurisdiction=policy.jurisdiction,
+            language=policy.language,
+            policy_version=s.policy_version,
+            policy_url=policy.policy_url,
+            notice_sha256=s.notice_sha256,
+            purposes=[
+                PurposeDecision(
+                    purpose=s.purpose,
+                    action=s.action,
+                    consent_type="explicit",
+                    expires_at=s.expires_at,
+                )
             ],
-            "data_categories": policy.data_categories,
-            "recipients": policy.recipients,
-            "retention": policy.retention,
-            "withdrawal_method": policy.withdrawal_method,
-        }
-
-    @staticmethod
-    def tree_size_of(note: str) -> int:
-        return int(note.split("\n", 2)[1])
+            data_categories=policy.data_categories,
+            recipients=policy.recipients,
+            retention=policy.retention,
+            withdrawal_method=policy.withdrawal_method,
+        )
 
     # -- the tree cache ------------------------------------------------------------
 
@@ -338,14 +359,14 @@ class Ledger:
             self.tree.truncate(size)
         if self.tree.size < size:
             rows = session.execute(
-                select(LogEntry.leaf_hash)
-                .where(LogEntry.index >= self.tree.size, LogEntry.index < size)
-                .order_by(LogEntry.index)
+                select(col(LogEntry.leaf_hash))
+                .where(col(LogEntry.index) >= self.tree.size, col(LogEntry.index) < size)
+                .order_by(col(LogEntry.index))
             ).scalars()
             for leaf_hash in rows:
                 self.tree.append(leaf_hash)
             if self.tree.size != size:
-                raise LedgerError(500, "the log has a gap: run `moodfed consent audit`")
+                raise LogIntegrityError("the log has a gap: run `moodfed consent audit`")
 
     def _tree_at_least(self, size: int) -> MerkleTree:
         if self.tree.size < size:
@@ -356,16 +377,14 @@ class Ledger:
 
     def _ensure_initial_checkpoint(self) -> None:
         with Session(self.writer) as session:
-            head = session.execute(
-                select(LogHead).where(LogHead.id == 1).with_for_update()
-            ).scalar_one()
+            head = self._head(session, lock=True)
             if not head.note:
                 note = self._sign(0)
                 session.execute(
-                    LogCheckpoint.__table__.insert(),  # type: ignore[attr-defined]
+                    CHECKPOINTS_TABLE.insert(),
                     [{"size": 0, "root_hash": self.tree.root(0), "note": note}],
                 )
-                session.execute(update(LogHead).where(LogHead.id == 1).values(note=note))
+                session.execute(update(LogHead).where(col(LogHead.id) == 1).values(note=note))
                 session.commit()
             else:
                 with self._tree_lock:
@@ -375,10 +394,11 @@ class Ledger:
 
     @staticmethod
     def _head(session: Session, *, lock: bool = False) -> LogHead:
-        query = select(LogHead).where(LogHead.id == 1)
+        query = select(LogHead).where(col(LogHead.id) == 1)
         return session.execute(query.with_for_update() if lock else query).scalar_one()
 
     def checkpoint(self) -> str:
+        """The latest signed checkpoint note."""
         with Session(self.reader) as session:
             return self._head(session).note
 
@@ -386,73 +406,74 @@ class Ledger:
         with Session(self.reader) as session:
             return self._head(session).size
 
-    def inclusion_proof(self, index: int, size: int) -> dict[str, Any]:
+    def inclusion_proof(self, index: int, size: int) -> InclusionProof:
         self._check_range(size)
         if not 0 <= index < size:
-            raise LedgerError(422, f"index must be in 0..size-1, got index={index} size={size}")
+            raise OutOfRangeError(f"index must be in 0..size-1, got index={index} size={size}")
         tree = self._tree_at_least(size)
-        return {
-            "index": index,
-            "tree_size": size,
-            "leaf_hash": b64encode(tree.leaf_hash(index)),
-            "audit_path": [b64encode(h) for h in tree.inclusion_proof(index, size)],
-        }
+        return InclusionProof(
+            index=index,
+            tree_size=size,
+            leaf_hash=b64encode(tree.leaf_hash(index)),
+            audit_path=[b64encode(h) for h in tree.inclusion_proof(index, size)],
+        )
 
-    def consistency_proof(self, old: int, new: int) -> dict[str, Any]:
+    def consistency_proof(self, old: int, new: int) -> ConsistencyProof:
         self._check_range(new)
         if not 0 <= old <= new:
-            raise LedgerError(422, f"need 0 <= old <= new, got old={old} new={new}")
+            raise OutOfRangeError(f"need 0 <= old <= new, got old={old} new={new}")
         tree = self._tree_at_least(new)
-        return {
-            "old": old,
-            "new": new,
-            "proof": [b64encode(h) for h in tree.consistency_proof(old, new)],
-        }
+        return ConsistencyProof(
+            old=old, new=new, proof=[b64encode(h) for h in tree.consistency_proof(old, new)]
+        )
 
     def _check_range(self, size: int) -> None:
         current = self.size()
         if not 0 <= size <= current:
-            raise LedgerError(422, f"size must be between 0 and the log's size {current}")
+            raise OutOfRangeError(f"size must be between 0 and the log's size {current}")
 
-    def entries(self, start: int, end: int) -> list[dict[str, Any]]:
+    def entries(self, start: int, end: int) -> list[Any]:
+        """The signed records ``start`` to ``end`` (exclusive) as JSON values, as logged."""
         current = self.size()
         if not 0 <= start <= end <= current:
-            raise LedgerError(422, f"need 0 <= start <= end <= {current} (the log's size)")
+            raise OutOfRangeError(f"need 0 <= start <= end <= {current} (the log's size)")
         if end - start > self.settings.max_entries_per_page:
             limit = self.settings.max_entries_per_page
-            raise LedgerError(422, f"at most {limit} entries per request")
+            raise OutOfRangeError(f"at most {limit} entries per request")
         with Session(self.reader) as session:
             rows = session.execute(
-                select(LogEntry.leaf)
-                .where(LogEntry.index >= start, LogEntry.index < end)
-                .order_by(LogEntry.index)
+                select(col(LogEntry.leaf))
+                .where(col(LogEntry.index) >= start, col(LogEntry.index) < end)
+                .order_by(col(LogEntry.index))
             ).scalars()
             return [parse_json_strict(leaf) for leaf in rows]
 
-    def state(self, device_key: str) -> dict[str, Any]:
+    def state(self, device_key: str) -> DeviceState:
+        """The current decision per purpose, from the materialized state."""
         now = self.clock().timestamp()
         with Session(self.reader) as session:
             rows = session.execute(
-                select(ConsentState).where(ConsentState.device_key == device_key)
+                select(ConsentState).where(col(ConsentState.device_key) == device_key)
             ).scalars()
             purposes = {
-                row.purpose: {
-                    "action": row.action,
-                    "issued_at": row.issued_at,
-                    "expires_at": row.expires_at,
-                    "policy_version": row.policy_version,
-                    "index": row.index,
-                    "active": _active(row.action, row.expires_epoch, now),
-                }
+                row.purpose: PurposeState(
+                    action=_action(row.action),
+                    issued_at=row.issued_at,
+                    expires_at=row.expires_at,
+                    policy_version=row.policy_version,
+                    index=row.index,
+                    active=_active(row.action, row.expires_epoch, now),
+                )
                 for row in rows
             }
-        return {"device_key": device_key, "purposes": purposes}
+        return DeviceState(device_key=device_key, purposes=purposes)
 
     def eligible(self, purpose: str, device_keys: Sequence[str]) -> list[str]:
         """The keys whose latest record for ``purpose`` is an unexpired grant, in input order."""
-        if purpose not in self.purposes:
-            known = ", ".join(sorted(self.purposes))
-            raise LedgerError(422, f"unknown purpose {purpose!r}; known: {known}")
+        limit = self.settings.max_eligibility_keys
+        if len(device_keys) > limit:
+            raise InvalidInputError(f"at most {limit} device keys a query")
+        self._check_purpose(purpose)
         now = self.clock().timestamp()
         wanted = list(dict.fromkeys(device_keys))
         granted: set[str] = set()
@@ -461,18 +482,27 @@ class Ledger:
                 chunk = wanted[start : start + 10_000]
                 rows = session.execute(
                     select(
-                        ConsentState.device_key, ConsentState.action, ConsentState.expires_epoch
-                    ).where(ConsentState.purpose == purpose, ConsentState.device_key.in_(chunk))
+                        col(ConsentState.device_key),
+                        col(ConsentState.action),
+                        col(ConsentState.expires_epoch),
+                    ).where(
+                        col(ConsentState.purpose) == purpose,
+                        col(ConsentState.device_key).in_(chunk),
+                    )
                 ).all()
                 granted.update(key for key, action, exp in rows if _active(action, exp, now))
         return [key for key in wanted if key in granted]
 
-    def check_token(self, presented: str) -> bool:
-        token = self.settings.eligibility_token
-        return token is not None and hmac.compare_digest(
-            presented.encode(), token.get_secret_value().encode()
-        )
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 def _active(action: str, expires_epoch: float | None, now: float) -> bool:
     return action == "grant" and (expires_epoch is None or expires_epoch > now)
+
+
+def _action(action: str) -> Literal["grant", "withdraw"]:
+    if action not in ("grant", "withdraw"):
+        raise LogIntegrityError(f"a stored action is {action!r}: run `moodfed consent audit`")
+    return "grant" if action == "grant" else "withdraw"

@@ -12,19 +12,13 @@ from pathlib import Path
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from consent.models import Controller
+
 __all__ = ["ConsentSettings", "Controller", "Policy", "default_data_dir"]
 
 
 def default_data_dir() -> Path:
     return Path(os.environ.get("MOODFED_DATA_DIR", Path.home() / ".moodfed"))
-
-
-class Controller(BaseModel):
-    """The data controller named in receipts (Kantara ``piiControllers``)."""
-
-    name: str = "moodfed demo controller"
-    contact: str = "privacy@moodfed.invalid"
-    address: str = "not configured: set MOODFED_POLICIES"
 
 
 class Policy(BaseModel):

@@ -11,11 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Column, Engine, LargeBinary, UniqueConstraint, event
+from sqlalchemy import Column, Engine, LargeBinary, Table, UniqueConstraint, event
 from sqlalchemy import create_engine as sa_create_engine
 from sqlmodel import Field, SQLModel
 
 __all__ = [
+    "CHECKPOINTS_TABLE",
+    "ENTRIES_TABLE",
+    "STATES_TABLE",
     "ConsentState",
     "LogCheckpoint",
     "LogEntry",
@@ -75,6 +78,12 @@ class LogHead(SQLModel, table=True):
     id: int = Field(default=1, primary_key=True)
     size: int = 0
     note: str = ""
+
+
+# The Core tables, for bulk inserts and upserts without per-row ORM work.
+ENTRIES_TABLE: Table = SQLModel.metadata.tables["log_entries"]
+STATES_TABLE: Table = SQLModel.metadata.tables["consent_states"]
+CHECKPOINTS_TABLE: Table = SQLModel.metadata.tables["log_checkpoints"]
 
 
 def create_engine(url: str, *, immediate: bool = False, **kwargs: Any) -> Engine:

@@ -3,9 +3,10 @@
 The dashboard reads the log over HTTP like any outside auditor: it opens the latest
 checkpoint with the log's verifier key (pinned in ``MOODFED_CONSENT_LOG_KEY``; fetched
 from the service itself otherwise, which only proves the service agrees with itself),
-fetches every entry up to the checkpoint's size, recomputes the RFC 9162 tree and
-checks its root against the signed checkpoint, and checks every device signature. Only
-then does it count, per purpose and day, the grants in force.
+fetches every entry up to the checkpoint's size, checks every device signature, and
+recomputes the RFC 9162 tree against the signed checkpoint (:mod:`consent.verify`, the
+verifier the audit and the devices use). Only then does it count, per purpose and day,
+the grants in force.
 """
 
 from __future__ import annotations
@@ -19,14 +20,13 @@ import httpx
 import numpy as np
 import pandas as pd
 
-from consent.merkle import MerkleTree, hash_leaf
-from consent.note import Checkpoint, NoteError, NoteVerifier, open_checkpoint
-from consent.statement import (
-    SignedRecord,
-    StatementError,
-    canonical_record,
-    parse_time,
-    verify_record_signature,
+from consent.note import Checkpoint, NoteError, NoteVerifier
+from consent.statement import SignedRecord, parse_time
+from consent.verify import (
+    CheckpointError,
+    VerificationError,
+    open_signed_checkpoint,
+    verify_entries,
 )
 
 __all__ = [
@@ -76,9 +76,13 @@ def fetch_consent_log(
     with httpx.Client(base_url=url.rstrip("/"), timeout=timeout) as client:
         key = log_key or _get(client, "/v1/log/key").text.strip()
         try:
-            checkpoint = open_checkpoint(_get(client, "/v1/log/checkpoint").text, NoteVerifier(key))
+            verifier = NoteVerifier(key)
         except NoteError as error:
             raise ConsentVerificationError(f"the checkpoint does not verify: {error}") from error
+        try:
+            checkpoint = open_signed_checkpoint(_get(client, "/v1/log/checkpoint").text, verifier)
+        except CheckpointError as error:
+            raise ConsentVerificationError(str(error)) from error
         if checkpoint.size > max_entries:
             raise ConsentVerificationError(
                 f"the log has {checkpoint.size} entries, more than the {max_entries} this "
@@ -88,25 +92,11 @@ def fetch_consent_log(
         for start in range(0, checkpoint.size, _PAGE):
             end = min(start + _PAGE, checkpoint.size)
             raw.extend(_get(client, "/v1/log/entries", start=start, end=end).json())
-    return ConsentLog(checkpoint, _verified(raw, checkpoint), key_pinned=bool(log_key))
-
-
-def _verified(raw: Sequence[Any], checkpoint: Checkpoint) -> tuple[SignedRecord, ...]:
-    if len(raw) != checkpoint.size:
-        raise ConsentVerificationError(
-            f"the log served {len(raw)} entries for a checkpoint of {checkpoint.size}"
-        )
     try:
-        records = tuple(SignedRecord.model_validate(item) for item in raw)
-        for record in records:
-            verify_record_signature(record)
-    except (ValueError, StatementError) as error:
-        message = f"a log entry is not a valid signed record: {error}"
-        raise ConsentVerificationError(message) from None
-    tree = MerkleTree(hash_leaf(canonical_record(record)) for record in records)
-    if tree.root(checkpoint.size) != checkpoint.root_hash:
-        raise ConsentVerificationError("the entries do not hash to the checkpoint's root")
-    return records
+        records = verify_entries(raw, checkpoint)
+    except VerificationError as error:
+        raise ConsentVerificationError(str(error)) from None
+    return ConsentLog(checkpoint, records, key_pinned=bool(log_key))
 
 
 def active_grants_by_day(

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from alembic import context
+from sqlmodel import SQLModel
 
-from consent.store import SQLModel, create_engine
+from consent.store import create_engine
 
 url = context.config.attributes["database_url"]
 engine = create_engine(url)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import nacl.signing
@@ -63,7 +63,3 @@ class Signer:
         self, action: str = "grant", purpose: str = "model-training", **kw: Any
     ) -> dict[str, Any]:
         return self.sign(self.statement(action, purpose, **kw))
-
-
-def in_seconds(seconds: float) -> str:
-    return rfc3339(datetime.now(UTC) + timedelta(seconds=seconds))

@@ -1,10 +1,14 @@
-"""The consent service over real HTTP, on SQLite and on PostgreSQL."""
+"""The consent service over real HTTP, on SQLite and on PostgreSQL.
+
+The service runs in-process (``tests/consent/conftest.py``) on a clock the tests move,
+so expiry and clock skew are tested at their boundaries without waiting.
+"""
 
 from __future__ import annotations
 
 import base64
-import time
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -12,8 +16,8 @@ import pytest
 
 from consent.merkle import hash_leaf, verify_consistency, verify_inclusion
 from consent.note import NoteVerifier, open_checkpoint
-from tests.conftest import ConsentServer
-from tests.consent.signing import Signer, in_seconds
+from tests.consent.conftest import InProcessService
+from tests.consent.signing import Signer, rfc3339
 
 ORIGIN = "moodfed.local/consent-log"
 
@@ -39,7 +43,7 @@ def log_size(client: httpx.Client) -> int:
 
 
 def eligible(
-    client: httpx.Client, server: ConsentServer, keys: list[str], purpose: str = "model-training"
+    client: httpx.Client, server: InProcessService, keys: list[str], purpose: str = "model-training"
 ) -> list[str]:
     response = client.post(
         "/v1/eligibility",
@@ -50,9 +54,9 @@ def eligible(
     return response.json()["eligible"]
 
 
-def test_a_grant_receipt_verifies_against_the_published_key(consent_server: ConsentServer) -> None:
+def test_a_grant_receipt_verifies_against_the_published_key(service: InProcessService) -> None:
     signer = Signer()
-    with consent_server.client() as client:
+    with service.client() as client:
         response = client.post("/v1/consents", json=signer.record("grant"))
         assert response.status_code == 201, response.text
         receipt = response.json()
@@ -73,12 +77,12 @@ def test_a_grant_receipt_verifies_against_the_published_key(consent_server: Cons
         assert receipt[field], field
 
 
-def test_the_leaf_is_the_jcs_of_the_signed_record(consent_server: ConsentServer) -> None:
+def test_the_leaf_is_the_jcs_of_the_signed_record(service: InProcessService) -> None:
     import rfc8785
 
     signer = Signer()
     record = signer.record("grant")
-    with consent_server.client() as client:
+    with service.client() as client:
         receipt = client.post("/v1/consents", json=record).json()
         logged = client.get(
             "/v1/log/entries", params={"start": receipt["index"], "end": receipt["index"] + 1}
@@ -87,12 +91,12 @@ def test_the_leaf_is_the_jcs_of_the_signed_record(consent_server: ConsentServer)
     assert b64(receipt["leaf_hash"]) == hash_leaf(rfc8785.dumps(record))
 
 
-def test_a_withdrawal_flips_the_state_and_eligibility(consent_server: ConsentServer) -> None:
+def test_a_withdrawal_flips_the_state_and_eligibility(service: InProcessService) -> None:
     signer, other = Signer(), Signer()
-    with consent_server.client() as client:
+    with service.client() as client:
         for s in (signer, other):
             assert client.post("/v1/consents", json=s.record("grant")).status_code == 201
-        assert eligible(client, consent_server, [signer.device_key, other.device_key]) == [
+        assert eligible(client, service, [signer.device_key, other.device_key]) == [
             signer.device_key,
             other.device_key,
         ]
@@ -100,46 +104,60 @@ def test_a_withdrawal_flips_the_state_and_eligibility(consent_server: ConsentSer
         state = client.get(f"/v1/consents/{signer.device_key}").json()
         assert state["purposes"]["model-training"]["action"] == "withdraw"
         assert state["purposes"]["model-training"]["active"] is False
-        assert eligible(client, consent_server, [signer.device_key, other.device_key]) == [
+        assert eligible(client, service, [signer.device_key, other.device_key]) == [
             other.device_key
         ]
 
 
 def test_eligibility_is_per_purpose_and_ignores_unknown_devices(
-    consent_server: ConsentServer,
+    service: InProcessService,
 ) -> None:
     signer = Signer()
-    with consent_server.client() as client:
+    with service.client() as client:
         client.post("/v1/consents", json=signer.record("grant", "population-analytics"))
         assert eligible(
-            client, consent_server, [signer.device_key, Signer().device_key], "population-analytics"
+            client, service, [signer.device_key, Signer().device_key], "population-analytics"
         ) == [signer.device_key]
-        assert eligible(client, consent_server, [signer.device_key]) == []
+        assert eligible(client, service, [signer.device_key]) == []
 
 
-def test_an_expired_grant_is_not_eligible(consent_server: ConsentServer) -> None:
+def test_an_expired_grant_is_not_eligible(service: InProcessService) -> None:
     lasting, expiring = Signer(), Signer()
-    with consent_server.client() as client:
-        client.post("/v1/consents", json=lasting.record("grant", expires_at=in_seconds(3600)))
-        response = client.post(
-            "/v1/consents", json=expiring.record("grant", expires_at=in_seconds(2))
-        )
-        assert response.status_code == 201
-        assert len(eligible(client, consent_server, [lasting.device_key, expiring.device_key])) == 2
-        time.sleep(3)
-        assert eligible(client, consent_server, [lasting.device_key, expiring.device_key]) == [
-            lasting.device_key
-        ]
-        assert (
-            client.get(f"/v1/consents/{expiring.device_key}").json()["purposes"]["model-training"][
-                "active"
-            ]
-            is False
-        )
+    now = service.clock()
+    keys = [lasting.device_key, expiring.device_key]
+    with service.client() as client:
+        for signer, lifetime in ((lasting, 3600), (expiring, 60)):
+            expires = rfc3339(now + timedelta(seconds=lifetime))
+            record = signer.record("grant", issued_at=now, expires_at=expires)
+            assert client.post("/v1/consents", json=record).status_code == 201
+        service.clock.advance(59)
+        assert eligible(client, service, keys) == keys
+        service.clock.advance(1)  # the expiry instant itself is already past the grant
+        assert eligible(client, service, keys) == [lasting.device_key]
+        state = client.get(f"/v1/consents/{expiring.device_key}").json()
+        assert state["purposes"]["model-training"]["active"] is False
+        assert state["purposes"]["model-training"]["action"] == "grant"
 
 
-def test_eligibility_needs_the_bearer_token(consent_server: ConsentServer) -> None:
-    with consent_server.client() as client:
+def test_the_clock_skew_window_is_measured_on_the_service_clock(
+    service: InProcessService,
+) -> None:
+    s = Signer()
+    now = service.clock()
+    with service.client() as client:
+        before = log_size(client)
+        for offset in (-301, 301):
+            late = client.post(
+                "/v1/consents", json=s.record("grant", issued_at=now + timedelta(seconds=offset))
+            )
+            assert late.status_code == 422 and "301 s from the service's clock" in late.text
+        assert log_size(client) == before
+        within = s.record("grant", issued_at=now - timedelta(seconds=299))
+        assert client.post("/v1/consents", json=within).status_code == 201
+
+
+def test_eligibility_needs_the_bearer_token(service: InProcessService) -> None:
+    with service.client() as client:
         body = {"purpose": "model-training", "device_keys": []}
         assert client.post("/v1/eligibility", json=body).status_code == 401
         wrong = client.post("/v1/eligibility", json=body, headers={"Authorization": "Bearer nope"})
@@ -147,9 +165,9 @@ def test_eligibility_needs_the_bearer_token(consent_server: ConsentServer) -> No
         assert "bearer token" in wrong.json()["detail"]
 
 
-def test_proof_endpoints_agree_with_checkpoints(consent_server: ConsentServer) -> None:
+def test_proof_endpoints_agree_with_checkpoints(service: InProcessService) -> None:
     signer = Signer()
-    with consent_server.client() as client:
+    with service.client() as client:
         first = client.post("/v1/consents", json=signer.record("grant")).json()
         receipts = [
             client.post("/v1/consents", json=Signer().record("grant")).json() for _ in range(6)
@@ -190,59 +208,131 @@ def test_proof_endpoints_agree_with_checkpoints(consent_server: ConsentServer) -
         )
 
 
-def _bad_records() -> list[tuple[str, Any, int, str]]:
-    """(case, body, status, words the message must contain)."""
-    s = Signer()
-    past = datetime.now(UTC) - timedelta(hours=2)
-    tampered = s.record("grant")
-    tampered["statement"]["purpose"] = "population-analytics"  # signature no longer matches
-    other_key = s.record("grant")
-    other_key["statement"]["device_key"] = Signer().device_key
-    extra_top = s.record("grant") | {"comment": "hi"}
+Body = dict[str, Any] | bytes
+
+
+def _tampered(s: Signer, now: datetime) -> Body:
+    record = s.record("grant", issued_at=now)
+    record["statement"]["purpose"] = "population-analytics"  # signature no longer matches
+    return record
+
+
+def _signed_by_another_key(s: Signer, now: datetime) -> Body:
+    record = s.record("grant", issued_at=now)
+    record["statement"]["device_key"] = Signer().device_key
+    return record
+
+
+def _bad_records() -> list[tuple[str, Callable[[Signer, datetime], Body], int, str]]:
+    """(case, body made at test time from a signer and the service's now, status, words)."""
     return [
-        ("not json", b'{"statement": ', 400, "not valid JSON"),
-        ("not an object", b"[1, 2]", 400, "JSON object"),
-        ("duplicate keys", b'{"signature": "a", "signature": "b"}', 400, "duplicate"),
-        ("unknown statement field", s.record("grant", color="blue"), 422, "statement.color"),
-        ("unknown record field", extra_top, 422, "comment"),
+        ("not json", lambda s, now: b'{"statement": ', 400, "not valid JSON"),
+        ("not an object", lambda s, now: b"[1, 2]", 400, "JSON object"),
+        (
+            "duplicate keys",
+            lambda s, now: b'{"signature": "a", "signature": "b"}',
+            400,
+            "duplicate",
+        ),
+        (
+            "unknown statement field",
+            lambda s, now: s.record("grant", issued_at=now, color="blue"),
+            422,
+            "statement.color",
+        ),
+        (
+            "unknown record field",
+            lambda s, now: s.record("grant", issued_at=now) | {"comment": "hi"},
+            422,
+            "comment",
+        ),
         (
             "missing field",
-            s.sign({k: v for k, v in s.statement().items() if k != "nonce"}),
+            lambda s, now: s.sign(
+                {k: v for k, v in s.statement(issued_at=now).items() if k != "nonce"}
+            ),
             422,
             "nonce",
         ),
-        ("unknown purpose", s.record("grant", "advertising"), 422, "unknown purpose"),
-        ("unknown action", s.record("maybe"), 422, "action"),
-        ("version 2", s.record("grant", v=2), 422, "v"),
-        ("version true", s.record("grant", v=True), 422, "integer 1"),
-        ("unknown policy", s.record("grant", policy_version="9"), 422, "policy_version"),
-        ("bad notice hash", s.record("grant", notice_sha256="abc"), 422, "notice_sha256"),
-        ("padded device key", s.record("grant", device_key=s.device_key + "="), 422, "device_key"),
-        ("short nonce", s.record("grant", nonce="AAAA"), 422, "nonce"),
-        ("local time", s.record("grant", issued_at="2026-11-22T10:00:00+01:00"), 422, "RFC 3339"),
-        ("bad signature", tampered, 422, "signature does not verify"),
-        ("signed by another key", other_key, 422, "signature does not verify"),
-        ("clock skew", s.record("grant", issued_at=past), 422, "clock"),
+        (
+            "unknown purpose",
+            lambda s, now: s.record("grant", "advertising", issued_at=now),
+            422,
+            "unknown purpose",
+        ),
+        ("unknown action", lambda s, now: s.record("maybe", issued_at=now), 422, "action"),
+        ("version 2", lambda s, now: s.record("grant", issued_at=now, v=2), 422, "v"),
+        (
+            "version true",
+            lambda s, now: s.record("grant", issued_at=now, v=True),
+            422,
+            "integer 1",
+        ),
+        (
+            "unknown policy",
+            lambda s, now: s.record("grant", issued_at=now, policy_version="9"),
+            422,
+            "policy_version",
+        ),
+        (
+            "bad notice hash",
+            lambda s, now: s.record("grant", issued_at=now, notice_sha256="abc"),
+            422,
+            "notice_sha256",
+        ),
+        (
+            "padded device key",
+            lambda s, now: s.record("grant", issued_at=now, device_key=s.device_key + "="),
+            422,
+            "device_key",
+        ),
+        (
+            "short nonce",
+            lambda s, now: s.record("grant", issued_at=now, nonce="AAAA"),
+            422,
+            "nonce",
+        ),
+        (
+            "local time",
+            lambda s, now: s.record("grant", issued_at="2026-11-22T10:00:00+01:00"),
+            422,
+            "RFC 3339",
+        ),
+        ("bad signature", _tampered, 422, "signature does not verify"),
+        ("signed by another key", _signed_by_another_key, 422, "signature does not verify"),
+        (
+            "clock skew",
+            lambda s, now: s.record("grant", issued_at=now - timedelta(hours=2)),
+            422,
+            "clock",
+        ),
         (
             "expiry in the past",
-            s.record(
+            lambda s, now: s.record(
                 "grant",
-                issued_at=datetime.now(UTC) - timedelta(seconds=100),
-                expires_at=in_seconds(-50),
+                issued_at=now - timedelta(seconds=100),
+                expires_at=rfc3339(now - timedelta(seconds=50)),
             ),
             422,
             "in the past",
         ),
         (
             "expiry on a withdrawal",
-            s.record("withdraw", expires_at=in_seconds(60)),
+            lambda s, now: s.record(
+                "withdraw", issued_at=now, expires_at=rfc3339(now + timedelta(seconds=60))
+            ),
             422,
             "only allowed on a grant",
         ),
-        ("null expiry", s.record("grant", expires_at=None), 422, "omitted"),
+        (
+            "null expiry",
+            lambda s, now: s.record("grant", issued_at=now, expires_at=None),
+            422,
+            "omitted",
+        ),
         (
             "oversized body",
-            s.record("grant", policy_version="1" + " " * 20_000),
+            lambda s, now: s.record("grant", issued_at=now, policy_version="1" + " " * 20_000),
             413,
             "larger than",
         ),
@@ -250,14 +340,19 @@ def _bad_records() -> list[tuple[str, Any, int, str]]:
 
 
 @pytest.mark.parametrize(
-    ("case", "body", "status", "words"),
+    ("case", "make", "status", "words"),
     _bad_records(),
     ids=lambda v: v if isinstance(v, str) else "",
 )
 def test_bad_input_is_refused_with_a_clear_message_and_nothing_written(
-    consent_server: ConsentServer, case: str, body: Any, status: int, words: str
+    service: InProcessService,
+    case: str,
+    make: Callable[[Signer, datetime], Body],
+    status: int,
+    words: str,
 ) -> None:
-    with consent_server.client() as client:
+    body = make(Signer(), service.clock())
+    with service.client() as client:
         before = log_size(client)
         if isinstance(body, bytes):
             response = client.post(
@@ -271,9 +366,9 @@ def test_bad_input_is_refused_with_a_clear_message_and_nothing_written(
         assert client.get("/v1/log/entries", params={"start": 0, "end": before}).status_code == 200
 
 
-def test_a_reused_nonce_is_refused_and_nothing_written(consent_server: ConsentServer) -> None:
+def test_a_reused_nonce_is_refused_and_nothing_written(service: InProcessService) -> None:
     s = Signer()
-    with consent_server.client() as client:
+    with service.client() as client:
         first = s.record("grant")
         assert client.post("/v1/consents", json=first).status_code == 201
         before = log_size(client)
@@ -290,10 +385,10 @@ def test_a_reused_nonce_is_refused_and_nothing_written(consent_server: ConsentSe
         )
 
 
-def test_a_statement_older_than_the_latest_is_refused(consent_server: ConsentServer) -> None:
+def test_a_statement_older_than_the_latest_is_refused(service: InProcessService) -> None:
     s = Signer()
-    now = datetime.now(UTC)
-    with consent_server.client() as client:
+    now = service.clock()
+    with service.client() as client:
         assert (
             client.post("/v1/consents", json=s.record("withdraw", issued_at=now)).status_code == 201
         )
@@ -305,8 +400,8 @@ def test_a_statement_older_than_the_latest_is_refused(consent_server: ConsentSer
         assert log_size(client) == before
 
 
-def test_wrong_content_type_and_chunked_oversize_are_refused(consent_server: ConsentServer) -> None:
-    with consent_server.client() as client:
+def test_wrong_content_type_and_chunked_oversize_are_refused(service: InProcessService) -> None:
+    with service.client() as client:
         before = log_size(client)
         response = client.post(
             "/v1/consents", content=b"a=b", headers={"Content-Type": "text/plain"}
@@ -320,9 +415,9 @@ def test_wrong_content_type_and_chunked_oversize_are_refused(consent_server: Con
         assert log_size(client) == before
 
 
-def test_bad_eligibility_queries_are_refused(consent_server: ConsentServer) -> None:
-    with consent_server.client() as client:
-        auth = {"Authorization": f"Bearer {consent_server.token}"}
+def test_bad_eligibility_queries_are_refused(service: InProcessService) -> None:
+    with service.client() as client:
+        auth = {"Authorization": f"Bearer {service.token}"}
         r = client.post(
             "/v1/eligibility", json={"purpose": "nope", "device_keys": []}, headers=auth
         )
@@ -339,8 +434,8 @@ def test_bad_eligibility_queries_are_refused(consent_server: ConsentServer) -> N
         assert r.status_code == 422
 
 
-def test_the_openapi_schema_describes_the_protocol(consent_server: ConsentServer) -> None:
-    with consent_server.client() as client:
+def test_the_openapi_schema_describes_the_protocol(service: InProcessService) -> None:
+    with service.client() as client:
         schema = client.get("/openapi.json").json()
     paths = schema["paths"]
     for path in (

@@ -18,6 +18,7 @@ from client_sdk.consent_client import (
     LogVerificationError,
 )
 from client_sdk.keys import DeviceKey
+from consent.models import Receipt
 from tests.conftest import ConsentServer
 from tests.consent.signing import Signer
 
@@ -58,15 +59,18 @@ def test_grant_status_and_withdraw_round_trip(
     key = DeviceKey.generate()
     client = client_for(sqlite_consent_server, tmp_path, key)
     receipt = client.grant("model-training", notice=NOTICE)
-    assert receipt["pii_principal_id"] == key.device_key
+    assert isinstance(receipt, Receipt)
+    assert receipt.pii_principal_id == key.device_key
     assert client.decision("model-training").active
-    assert client.status()["purposes"]["model-training"]["active"] is True
-    client.withdraw("model-training", notice=NOTICE)
+    assert client.status().purposes["model-training"].active is True
+    withdrawal = client.withdraw("model-training", notice=NOTICE)
     assert not client.decision("model-training").active
-    assert client.status()["purposes"]["model-training"]["action"] == "withdraw"
-    assert len(client.receipts()) == 2
+    assert client.status().purposes["model-training"].action == "withdraw"
     reopened = client_for(sqlite_consent_server, tmp_path, key)  # receipts persist on the device
     assert reopened.decision("model-training").action == "withdraw"
+    held = reopened.receipts()
+    assert [h.receipt for h in held] == [receipt, withdrawal]
+    assert [h.record.statement.action for h in held] == ["grant", "withdraw"]
     assert (tmp_path / "consent.json").stat().st_mode & 0o777 == 0o600
 
 
@@ -98,12 +102,27 @@ def claim_another_leaf(receipt: dict[str, Any]) -> dict[str, Any]:
     return receipt | {"index": receipt["index"] - 1}
 
 
+def name_another_device(receipt: dict[str, Any]) -> dict[str, Any]:
+    return receipt | {"pii_principal_id": Signer().device_key}
+
+
+def flip_the_decision(receipt: dict[str, Any]) -> dict[str, Any]:
+    return receipt | {"purposes": [receipt["purposes"][0] | {"action": "withdraw"}]}
+
+
+def drop_the_checkpoint(receipt: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in receipt.items() if k != "checkpoint"}
+
+
 @pytest.mark.parametrize(
     ("tamper", "words"),
     [
         (forge_checkpoint_signature, "not signed by the pinned log key"),
         (corrupt_inclusion_proof, "inclusion proof does not verify"),
         (claim_another_leaf, "inclusion proof does not verify"),
+        (name_another_device, "do not match the statement signed"),
+        (flip_the_decision, "do not match the statement signed"),
+        (drop_the_checkpoint, "receipt is malformed"),
     ],
 )
 def test_a_receipt_that_does_not_verify_is_caught_and_not_kept(
