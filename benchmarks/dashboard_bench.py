@@ -6,7 +6,7 @@ Run from the repository root::
     python benchmarks/dashboard_bench.py --browser    # also real Chromium over HTTP
     python benchmarks/dashboard_bench.py --quick      # 12 weeks x 16 cohorts (seconds)
 
-The release store is filled by :func:`server.release_seed.seed_release_store` (the real
+The release store is filled by :func:`server.sim.seed.seed_release_store` (the real
 device and server pipeline over a synthetic population: 8,000 devices, 104 weekly
 rounds of four queries, 30 model rounds); it takes a minute or two and is kept in the
 temp folder for the next run (``--reseed`` makes a new one). The baseline is the same
@@ -63,7 +63,7 @@ USER, PASSWORD = "bench", "bench-password"
 
 
 def _store(weeks: int, cohorts: int, seed: int, *, reseed: bool, console: Console) -> str:
-    from server.release_seed import seed_release_store
+    from server.sim.seed import seed_release_store
 
     folder = Path(tempfile.gettempdir()) / "moodfed-dashboard-bench"
     folder.mkdir(exist_ok=True)
@@ -88,8 +88,7 @@ def _store(weeks: int, cohorts: int, seed: int, *, reseed: bool, console: Consol
 
 
 def _empty_store() -> str:
-    from server.analytics_releases import create_tables
-    from server.releases import ReleaseStore
+    from server.releases import ReleaseStore, create_tables
 
     path = Path(tempfile.mkdtemp(prefix="moodfed-bench-")) / "empty.db"
     with ReleaseStore(f"sqlite:///{path}") as store:

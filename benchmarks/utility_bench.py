@@ -59,7 +59,7 @@ if str(REPO) not in sys.path:
 from client_sdk.client_app import clipped_update  # noqa: E402
 from client_sdk.features import feature_names, make_examples  # noqa: E402
 from client_sdk.model import create_model, get_weights, predict, set_weights  # noqa: E402
-from client_sdk.synthetic import SyntheticPopulation  # noqa: E402
+from client_sdk.sim.synthetic import SyntheticPopulation  # noqa: E402
 from client_sdk.training import LocalTrainingConfig, train_nonprivate  # noqa: E402
 from privacy import Accountant, DeviceAccountant, PrivacyEvent, noise_for_budget  # noqa: E402
 from server.aggregation import next_global  # noqa: E402

@@ -1,5 +1,8 @@
 """moodfed's on-device SDK: the device, its encrypted diary and key, consent, importers, features.
 
+The synthetic population and the simulated devices live in :mod:`client_sdk.sim`, which
+nothing here imports.
+
 >>> from client_sdk import Device, Diary, DeviceKey, import_daylio, make_examples
 """
 
@@ -46,7 +49,6 @@ from client_sdk.importers import (
     import_state_of_mind,
 )
 from client_sdk.keys import DeviceKey
-from client_sdk.synthetic import PopulationParams, SyntheticPopulation, generate_population
 
 if TYPE_CHECKING:
     from client_sdk.dpsgd import DPSGD
@@ -114,16 +116,13 @@ __all__ = [
     "LogVerificationError",
     "MoodModel",
     "PassphraseRequiredError",
-    "PopulationParams",
     "RowError",
     "SDKError",
-    "SyntheticPopulation",
     "WrongPassphraseError",
     "create_model",
     "daily_series",
     "feature_dim",
     "feature_names",
-    "generate_population",
     "get_weights",
     "import_daylio",
     "import_state_of_mind",

@@ -14,9 +14,8 @@ Two handlers (the contract is :mod:`client_sdk.protocol`):
 
 Which device a node is comes from its node config: ``device-dir`` (a
 :class:`~client_sdk.Device` folder) with ``consent-url`` and ``log-key`` (the log's
-verifier key, pinned in the app), for real devices; otherwise a simulated device,
-``partition-id`` of the synthetic federation under ``sim-root``
-(:mod:`client_sdk.simulated`).
+verifier key, pinned in the app). Simulations pass their own ``open_device`` to
+:func:`make_client_app` (:mod:`client_sdk.sim.client_app`); nothing here knows about them.
 """
 
 from __future__ import annotations
@@ -44,6 +43,7 @@ from client_sdk.features import DailySeries, make_examples
 from client_sdk.keys import DeviceKey
 from client_sdk.protocol import (
     ANALYTICS_CONFIG_RECORD,
+    ANALYTICS_PURPOSE,
     ATTESTATION_RECORD,
     CHALLENGE_RECORD,
     CONTRIBUTION_RECORD,
@@ -53,10 +53,11 @@ from client_sdk.protocol import (
     REFUSED,
     REFUSED_REASON,
     TRAIN_CONFIG_RECORD,
+    TRAINING_PURPOSE,
     UPDATE_RECORD,
+    TrainConfig,
     sign_attestation,
 )
-from client_sdk.simulated import FederationSpec, default_sim_root, device_folder
 from privacy import BudgetExceededError, DeviceAccountant, clip_update
 
 if TYPE_CHECKING:
@@ -64,18 +65,20 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEVICE_LEDGER_FILE",
-    "TRAINING_PURPOSE",
+    "DeviceOpener",
     "LocalDevice",
     "app",
     "clipped_update",
     "make_client_app",
+    "node_config",
+    "open_device_folder",
     "open_local_device",
 ]
 
 log = logging.getLogger(__name__)
 
-TRAINING_PURPOSE = "model-training"
 DEVICE_LEDGER_FILE = "dp-sgd.json"
+CONSENT_STATE_FILE = "consent.json"
 
 
 @lru_cache(maxsize=8)
@@ -109,7 +112,7 @@ class LocalDevice:
             key=self.key,
             url=self.consent_url,
             log_key=self.log_key,
-            state_path=self.folder / "consent.json",
+            state_path=self.folder / CONSENT_STATE_FILE,
             http=_http_for(self.consent_url),
         )
 
@@ -129,51 +132,40 @@ class LocalDevice:
         self.close()
 
 
-def _config(context: Context, defaults: Mapping[str, Any]) -> dict[str, Any]:
-    # The node's own config wins over the app's defaults, which win over the run config.
+DeviceOpener = Callable[[Context, Mapping[str, Any]], LocalDevice]
+"""How a ClientApp finds the device its node stands for: (context, app defaults) -> device."""
+
+
+def node_config(context: Context, defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings a node runs with: its own node config wins over the app's defaults,
+    which win over the run config."""
     return {**dict(context.run_config), **defaults, **dict(context.node_config)}
 
 
 def open_local_device(context: Context, defaults: Mapping[str, Any] | None = None) -> LocalDevice:
-    """The device this node stands for (see the module docstring)."""
-    config = _config(context, defaults or {})
-    if config.get("device-dir"):
-        folder = Path(str(config["device-dir"]))
-        url, log_key = config.get("consent-url"), config.get("log-key")
-        if not url or not log_key:
-            raise ValueError(
-                "a device-dir node needs consent-url and log-key in its node config "
-                "(the consent service and its pinned verifier key)"
-            )
-        device = _open_device_folder(folder, url=str(url), log_key=str(log_key))
-        if config.get("age-band") and config.get("region"):
-            device.cohort = (str(config["age-band"]), str(config["region"]))
-        return device
-    root = Path(str(config.get("sim-root") or default_sim_root(context.run_id)))
-    spec = FederationSpec.load(root)
-    index = int(config["partition-id"])
-    if not 0 <= index < spec.devices:
-        raise ValueError(f"partition {index} is not a device of the federation at {root}")
-    folder = device_folder(root, index)
-    if (folder / "device.key").exists():
-        return _open_device_folder(folder, url=spec.consent_url, log_key=spec.log_key)
-    population = spec.population()
-    params = population.params
-    cohort = (
-        params.age_bands[population.age_band[index]].name,
-        params.regions[population.region[index]].name,
-    )
-    return LocalDevice(
-        key=population.device_key_for(index),
-        folder=folder,
-        consent_url=spec.consent_url,
-        log_key=spec.log_key,
-        _diary=lambda: population.daily_series(index),
-        cohort=cohort,
-    )
+    """The real device this node stands for: ``device-dir``, ``consent-url``, ``log-key``."""
+    config = node_config(context, defaults or {})
+    if not config.get("device-dir"):
+        raise ValueError(
+            "this node has no device-dir in its node config: a device node needs device-dir "
+            "(a client_sdk.Device folder), consent-url and log-key"
+        )
+    folder = Path(str(config["device-dir"]))
+    url, log_key = config.get("consent-url"), config.get("log-key")
+    if not url or not log_key:
+        raise ValueError(
+            "a device-dir node needs consent-url and log-key in its node config "
+            "(the consent service and its pinned verifier key)"
+        )
+    device = open_device_folder(folder, url=str(url), log_key=str(log_key))
+    if config.get("age-band") and config.get("region"):
+        device.cohort = (str(config["age-band"]), str(config["region"]))
+    return device
 
 
-def _open_device_folder(folder: Path, *, url: str, log_key: str) -> LocalDevice:
+def open_device_folder(folder: Path, *, url: str, log_key: str) -> LocalDevice:
+    """A :class:`~client_sdk.Device` folder as this node's device (passphrase from
+    ``MOODFED_DEVICE_PASSPHRASE`` if its key is sealed)."""
     device = Device.open(folder, passphrase=os.environ.get("MOODFED_DEVICE_PASSPHRASE"))
     return LocalDevice(
         key=device.key,
@@ -189,13 +181,15 @@ def _error(message: Message, code: int, reason: str) -> Message:
     return Message(Error(code=code, reason=reason), reply_to=message)
 
 
-def handle_attest(message: Message, context: Context, defaults: Mapping[str, Any]) -> Message:
+def handle_attest(
+    message: Message, context: Context, defaults: Mapping[str, Any], open_device: DeviceOpener
+) -> Message:
     """Sign (run id, node id, nonce): the node proves which device key it holds."""
     try:
         nonce = message.content[CHALLENGE_RECORD]["nonce"]
         if not isinstance(nonce, str):
             raise TypeError("the challenge's nonce is not a string")
-        with open_local_device(context, defaults) as device:
+        with open_device(context, defaults) as device:
             fields = sign_attestation(
                 device.key,
                 run_id=message.metadata.run_id,
@@ -245,44 +239,38 @@ def clipped_update(
     return [np.asarray(value, dtype=np.float32) for value in clipped]
 
 
-def handle_train(message: Message, context: Context, defaults: Mapping[str, Any]) -> Message:
+def handle_train(
+    message: Message, context: Context, defaults: Mapping[str, Any], open_device: DeviceOpener
+) -> Message:
     """The device gate, then DP-SGD on the diary, then the clipped update and nothing else."""
     from client_sdk.training import LocalTrainingConfig
 
     torch.set_num_threads(1)
     try:
-        with open_local_device(context, defaults) as device:
+        with open_device(context, defaults) as device:
             if not _consented(device):
                 log.info("Refused to train: this device's consent for %s is off", TRAINING_PURPOSE)
                 return _error(message, REFUSED, REFUSED_REASON)
-            config = message.content[TRAIN_CONFIG_RECORD]
+            config = TrainConfig.from_record(message.content[TRAIN_CONFIG_RECORD])
             # The device's own budget (node config), else the one the server proposes.
-            own = _config(context, defaults).get("device-epsilon-budget")
+            own = node_config(context, defaults).get("device-epsilon-budget")
             accountant = DeviceAccountant(
                 device.folder / DEVICE_LEDGER_FILE,
-                epsilon_budget=float(own or config["device-epsilon-budget"]),
-                delta=float(config["device-delta"]),
+                epsilon_budget=float(own or config.device_epsilon_budget),
+                delta=config.device_delta,
             )
             X, y = make_examples(device.diary)
             if len(y) == 0:
                 log.info("Did not train: the diary has no examples yet")
                 return _error(message, FAILED, FAILED_REASON)
             global_weights = message.content[GLOBAL_MODEL_RECORD].to_numpy_ndarrays()
-            training = LocalTrainingConfig(
-                epochs=int(config["local-epochs"]),
-                batch_size=int(config["batch-size"]),
-                learning_rate=float(config["learning-rate"]),
-                noise_multiplier=float(config["device-noise-multiplier"]),
-                max_grad_norm=float(config["device-max-grad-norm"]),
-                delta=float(config["device-delta"]),
-            )
             try:
                 arrays = clipped_update(
                     global_weights,
                     X,
                     y,
-                    training=training,
-                    clipping_norm=float(config["clipping-norm"]),
+                    training=LocalTrainingConfig.from_train_config(config),
+                    clipping_norm=config.clipping_norm,
                     accountant=accountant,
                 )
             except BudgetExceededError:
@@ -294,13 +282,16 @@ def handle_train(message: Message, context: Context, defaults: Mapping[str, Any]
     return Message(RecordDict({UPDATE_RECORD: ArrayRecord(arrays)}), reply_to=message)
 
 
-def handle_analytics(message: Message, context: Context, defaults: Mapping[str, Any]) -> Message:
+def handle_analytics(
+    message: Message, context: Context, defaults: Mapping[str, Any], open_device: DeviceOpener
+) -> Message:
     """The device gate for analytics, then one bounded vector per query for the week."""
-    from client_sdk.analytics import ANALYTICS_PURPOSE, device_contributions, queries_from_config
+    from client_sdk.analytics import device_contributions
+    from client_sdk.queries import queries_from_config
 
     try:
         config = dict(message.content[ANALYTICS_CONFIG_RECORD])
-        with open_local_device(context, defaults) as device:
+        with open_device(context, defaults) as device:
             vectors = device_contributions(
                 device.diary,
                 week=date.fromisoformat(str(config["week"])),
@@ -318,26 +309,28 @@ def handle_analytics(message: Message, context: Context, defaults: Mapping[str, 
 
 
 def make_client_app(
-    *, defaults: Mapping[str, Any] | None = None, mods: Sequence[Mod] = ()
+    *,
+    defaults: Mapping[str, Any] | None = None,
+    mods: Sequence[Mod] = (),
+    open_device: DeviceOpener = open_local_device,
 ) -> ClientApp:
-    """A ClientApp with node-config defaults (e.g. ``sim-root``) and Flower mods.
-
-    For ``flwr.simulation.run_simulation``, whose nodes get no run config.
+    """A ClientApp with node-config ``defaults``, Flower ``mods`` and a device opener
+    (a real :class:`~client_sdk.Device` folder by default; simulations pass their own).
     """
     fixed = dict(defaults or {})
     client_app = ClientApp(mods=list(mods))
 
     @client_app.query("attest")
     def _attest(message: Message, context: Context) -> Message:
-        return handle_attest(message, context, fixed)
+        return handle_attest(message, context, fixed, open_device)
 
     @client_app.train()
     def _train(message: Message, context: Context) -> Message:
-        return handle_train(message, context, fixed)
+        return handle_train(message, context, fixed, open_device)
 
     @client_app.query("analytics")
     def _analytics(message: Message, context: Context) -> Message:
-        return handle_analytics(message, context, fixed)
+        return handle_analytics(message, context, fixed, open_device)
 
     return client_app
 

@@ -4,7 +4,7 @@ The released weights are public (every release carries its epsilon); the diary n
 leaves the device, so the prediction is made here, from the diary's own features.
 
 >>> from client_sdk.model import create_model, get_weights
->>> from client_sdk.synthetic import SyntheticPopulation
+>>> from client_sdk.sim.synthetic import SyntheticPopulation
 >>> diary = SyntheticPopulation(1, days=30, seed=1).entries_for(0)
 >>> predict_next_day(diary, get_weights(create_model(seed=0)))  # untrained: the offset
 3.7

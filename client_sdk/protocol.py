@@ -12,11 +12,18 @@ Two exchanges, both Flower Message API messages:
    replayed by another node or in another run.
 2. Training, each round, to the sampled devices only. The server sends ``train`` with
    ``global-model`` (ArrayRecord, keys ``"0"``..``"n-1"``) and ``train-config``
-   (ConfigRecord, :data:`TRAIN_CONFIG_FIELDS`). The device answers with exactly one
+   (ConfigRecord, :class:`TrainConfig`). The device answers with exactly one
    ArrayRecord, ``update``: its clipped update (new weights - global weights, same keys
    and shapes), and nothing else: no loss, no example count. Or it answers with an
    error and no content: :data:`REFUSED` (its own consent record says no, or its own
    DP-SGD budget is spent) or :data:`FAILED` (anything else), each with a fixed reason.
+3. Analytics, each week, to the devices eligible for :data:`ANALYTICS_PURPOSE`:
+   ``query.analytics`` with ``analytics-config`` (the week and the query specs,
+   :func:`client_sdk.queries.queries_to_config`); the device answers with one ArrayRecord,
+   ``contributions``: one bounded vector per query, named by the query.
+
+The consent purposes a device grants are defined here too: :data:`TRAINING_PURPOSE` and
+:data:`ANALYTICS_PURPOSE`.
 
 >>> key = DeviceKey.from_seed(bytes(32))
 >>> fields = sign_attestation(key, run_id=7, node_id=9, nonce="bm9uY2U")
@@ -28,19 +35,24 @@ False
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
-from typing import Final
+from dataclasses import dataclass
+from typing import Any, Final, Self
 
 import nacl.exceptions
 import nacl.signing
 import rfc8785
+from flwr.app import ConfigRecord
 
+from client_sdk.errors import SDKError
 from client_sdk.keys import DeviceKey
 from consent.encoding import b64url_decode, b64url_encode
 
 __all__ = [
     "ANALYTICS_CONFIG_RECORD",
     "ANALYTICS_MESSAGE_TYPE",
+    "ANALYTICS_PURPOSE",
     "ATTESTATION_FIELDS",
     "ATTESTATION_PURPOSE",
     "ATTESTATION_RECORD",
@@ -50,17 +62,26 @@ __all__ = [
     "FAILED",
     "FAILED_REASON",
     "GLOBAL_MODEL_RECORD",
+    "PURPOSES",
     "REFUSED",
     "REFUSED_REASON",
-    "TRAIN_CONFIG_FIELDS",
+    "TRAINING_PURPOSE",
     "TRAIN_CONFIG_RECORD",
     "TRAIN_MESSAGE_TYPE",
     "UPDATE_RECORD",
+    "ProtocolError",
+    "TrainConfig",
     "attestation_payload",
     "new_nonce",
     "sign_attestation",
     "verify_attestation",
 ]
+
+TRAINING_PURPOSE: Final = "model-training"
+"""The consent purpose a device must hold an active grant for to be trained on."""
+ANALYTICS_PURPOSE: Final = "population-analytics"
+"""The consent purpose a device must hold an active grant for to contribute to analytics."""
+PURPOSES: Final = (TRAINING_PURPOSE, ANALYTICS_PURPOSE)
 
 ATTESTATION_PURPOSE: Final = "moodfed-attestation-v1"
 ATTEST_MESSAGE_TYPE: Final = "query.attest"
@@ -72,17 +93,6 @@ TRAIN_MESSAGE_TYPE: Final = "train"
 GLOBAL_MODEL_RECORD: Final = "global-model"
 TRAIN_CONFIG_RECORD: Final = "train-config"
 UPDATE_RECORD: Final = "update"
-TRAIN_CONFIG_FIELDS: Final = (
-    "round",
-    "clipping-norm",
-    "local-epochs",
-    "batch-size",
-    "learning-rate",
-    "device-noise-multiplier",
-    "device-max-grad-norm",
-    "device-epsilon-budget",
-    "device-delta",
-)
 
 ANALYTICS_MESSAGE_TYPE: Final = "query.analytics"
 ANALYTICS_CONFIG_RECORD: Final = "analytics-config"
@@ -96,6 +106,66 @@ REFUSED_REASON: Final = "the device declined to train (its own consent or privac
 FAILED_REASON: Final = "the device did not train"
 
 _NONCE_BYTES: Final = 32
+
+
+class ProtocolError(SDKError, ValueError):
+    """A message does not follow this contract (a missing, extra or mistyped field)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrainConfig:
+    """The ``train-config`` record: one round's local-training settings, one definition.
+
+    On the wire each field is a ConfigRecord entry named with hyphens
+    (``clipping_norm`` -> ``"clipping-norm"``).
+
+    >>> config = TrainConfig(round=2, clipping_norm=1.0, local_epochs=1, batch_size=16,
+    ...     learning_rate=0.05, device_noise_multiplier=1.0, device_max_grad_norm=1.0,
+    ...     device_epsilon_budget=10.0, device_delta=1e-4)
+    >>> TrainConfig.from_record(config.to_record()) == config
+    True
+    """
+
+    round: int
+    clipping_norm: float
+    local_epochs: int
+    batch_size: int
+    learning_rate: float
+    device_noise_multiplier: float
+    device_max_grad_norm: float
+    device_epsilon_budget: float
+    device_delta: float
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        """The fields, as Python names (the server fills them from its settings)."""
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    def to_record(self) -> ConfigRecord:
+        return ConfigRecord({_wire(name): getattr(self, name) for name in self.field_names()})
+
+    @classmethod
+    def from_record(cls, record: ConfigRecord) -> Self:
+        """Read and check a ``train-config`` record; raise :class:`ProtocolError` if it is
+        not exactly this contract's fields with numbers of the right kind."""
+        wanted = {_wire(f.name): f for f in dataclasses.fields(cls)}
+        keys = set(record.keys())
+        if keys != set(wanted):
+            missing, extra = sorted(set(wanted) - keys), sorted(keys - set(wanted))
+            raise ProtocolError(f"train-config: missing {missing}, unexpected {extra}")
+        values: dict[str, Any] = {}
+        for key, spec in wanted.items():
+            value = record[key]
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ProtocolError(f"train-config: {key} must be a number, got {value!r}")
+            if spec.type == "int" and not (isinstance(value, int) or float(value).is_integer()):
+                raise ProtocolError(f"train-config: {key} must be an integer, got {value!r}")
+            values[spec.name] = int(value) if spec.type == "int" else float(value)
+        return cls(**values)
+
+
+def _wire(name: str) -> str:
+    return name.replace("_", "-")
 
 
 def new_nonce() -> str:

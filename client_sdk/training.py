@@ -25,7 +25,7 @@ here: a small DP-SGD run 6x slower with two threads, and one step (part (a) of
 2-5x slower whenever that core is busy.
 
 >>> from client_sdk.model import create_model
->>> from client_sdk.synthetic import SyntheticPopulation
+>>> from client_sdk.sim.synthetic import SyntheticPopulation
 >>> X, y, _ = SyntheticPopulation(3, days=60, seed=1).examples()
 >>> config = LocalTrainingConfig(batch_size=16, noise_multiplier=1.0)
 >>> result = train_locally(create_model(seed=0), X, y, config=config, seed=0)
@@ -48,6 +48,7 @@ from torch import nn
 from client_sdk.dpsgd import DPSGD, PerExample
 from client_sdk.errors import InvalidArgumentError
 from client_sdk.model import get_weights
+from client_sdk.protocol import TrainConfig
 from privacy import DeviceAccountant, secure_rng
 
 __all__ = [
@@ -103,6 +104,18 @@ class LocalTrainingConfig:
             raise InvalidArgumentError(f"momentum must be in [0, 1), got {self.momentum!r}")
         if not 0 < self.delta < 1:
             raise InvalidArgumentError(f"delta must be in (0, 1), got {self.delta!r}")
+
+    @classmethod
+    def from_train_config(cls, config: TrainConfig) -> LocalTrainingConfig:
+        """The local training a round's ``train-config`` asks for."""
+        return cls(
+            epochs=config.local_epochs,
+            batch_size=config.batch_size,
+            learning_rate=config.learning_rate,
+            noise_multiplier=config.device_noise_multiplier,
+            max_grad_norm=config.device_max_grad_norm,
+            delta=config.device_delta,
+        )
 
     def sample_rate(self, num_examples: int) -> float:
         """Poisson sampling rate q for a device with ``num_examples`` examples."""

@@ -24,7 +24,7 @@ import pandas as pd
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 
-from server import analytics_releases as readers
+from server.releases import readers
 
 __all__ = ["ReleaseStoreError", "ReleaseView", "read_only_engine"]
 

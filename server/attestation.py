@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from flwr.app import ConfigRecord, Message, RecordDict
@@ -26,6 +26,8 @@ from client_sdk.protocol import (
     new_nonce,
     verify_attestation,
 )
+from server.messaging import exchange
+from server.observers import RunObserver
 
 __all__ = ["Attestations", "attest_nodes", "check_attestation"]
 
@@ -72,7 +74,13 @@ def check_attestation(reply: Message, *, run_id: int, node_id: int, nonce: str) 
     return device_key
 
 
-def attest_nodes(grid: Grid, node_ids: Iterable[int], *, timeout: float) -> Attestations:
+def attest_nodes(
+    grid: Grid,
+    node_ids: Iterable[int],
+    *,
+    timeout: float,
+    observers: Sequence[RunObserver] = (),
+) -> Attestations:
     """Challenge every node and keep those that prove a unique device key."""
     run_id = grid.run.run_id
     nonces = {node_id: new_nonce() for node_id in node_ids}
@@ -86,7 +94,9 @@ def attest_nodes(grid: Grid, node_ids: Iterable[int], *, timeout: float) -> Atte
         for node_id, nonce in nonces.items()
     ]
     replies: dict[int, Message] = {}
-    for reply in grid.send_and_receive(messages, timeout=timeout):
+    for reply in exchange(
+        grid, messages, timeout=timeout, phase="attestation", observers=observers
+    ):
         source = reply.metadata.src_node_id
         if source in nonces and source not in replies:
             replies[source] = reply

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Protocol
 
 import httpx
 from pydantic import SecretStr
 
-__all__ = ["EligibilityClient", "EligibilityError"]
+__all__ = ["EligibilityClient", "EligibilityError", "EligibilitySource"]
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +23,16 @@ _CHUNK = 10_000  # device keys per request, well under the service's default lim
 
 class EligibilityError(RuntimeError):
     """The consent service could not say which devices are eligible: do not train."""
+
+
+class EligibilitySource(Protocol):
+    """Who may take part in a purpose now: the consent service (:class:`EligibilityClient`),
+    or a stand-in a simulation or a test provides."""
+
+    def eligible(self, purpose: str, device_keys: Sequence[str]) -> list[str]:
+        """The keys (in input order) whose latest ledger record for ``purpose`` is an
+        active grant."""
+        ...
 
 
 class EligibilityClient:

@@ -3,7 +3,8 @@
 Evaluating a DP model on data that belongs to no participating user is post-processing
 and costs no privacy, so the figure can be published next to the model. No user's
 diary is ever available to the server, so this needs a held-out set of its own: in
-simulation, synthetic devices that never take part, and the label says so.
+simulation, synthetic devices that never take part (:mod:`server.sim.holdout`), and the
+label says so.
 """
 
 from __future__ import annotations
@@ -13,9 +14,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-
-from client_sdk.features import make_examples
-from client_sdk.synthetic import SyntheticPopulation
 
 __all__ = ["HoldoutSet"]
 
@@ -28,26 +26,6 @@ class HoldoutSet:
     y: npt.NDArray[np.float32]
     devices: int
     label: str
-
-    @classmethod
-    def from_population(cls, population: SyntheticPopulation, indices: Sequence[int]) -> HoldoutSet:
-        """Held-out synthetic devices (simulation only)."""
-        xs, ys = [], []
-        for index in indices:
-            x, y = make_examples(population.daily_series(index))
-            xs.append(x)
-            ys.append(y)
-        if not xs or sum(len(y) for y in ys) == 0:
-            raise ValueError("the held-out devices have no examples")
-        return cls(
-            X=np.concatenate(xs),
-            y=np.concatenate(ys),
-            devices=len(xs),
-            label=(
-                f"MAE of next-day mood on {len(xs)} synthetic held-out devices "
-                "(simulation only; evaluated by the server, not user data)"
-            ),
-        )
 
     @property
     def examples(self) -> int:

@@ -10,46 +10,28 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal, Self
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from client_sdk.protocol import TrainConfig
 from consent.settings import default_data_dir
 
-__all__ = ["RUN_CONFIG_KEYS", "TRAINING_PURPOSE", "TrainSettings"]
+__all__ = ["ENV_ONLY", "TrainSettings"]
 
-TRAINING_PURPOSE = "model-training"
-
-# Settings a Flower run config may set (hyphenated, as in pyproject.toml). Everything
-# else (URLs, tokens, database locations) is environment-only on purpose.
-RUN_CONFIG_KEYS = (
-    "rounds",
-    "expected-devices",
-    "noise-multiplier",
-    "clipping-norm",
-    "epsilon-budget",
-    "delta",
-    "accounting",
-    "local-epochs",
-    "batch-size",
-    "learning-rate",
-    "device-noise-multiplier",
-    "device-max-grad-norm",
-    "device-epsilon-budget",
-    "device-delta",
-    "seed",
-    "min-nodes",
-    "node-wait-seconds",
-    "round-timeout",
-    "holdout-devices",
-    "days",
-    "grant-fraction",
-    "withdraw-fraction",
-    "withdraw-at-round",
-    "sim-root",
+# Where things live and how to reach them: from the environment only, never from a Flower
+# run config (which travels inside a FAB and may be logged).
+ENV_ONLY: Final = frozenset(
+    {
+        "consent_url",
+        "eligibility_token",
+        "eligibility_timeout",
+        "data_dir",
+        "release_database_url",
+        "accountant_database_url",
+    }
 )
-
 
 # Secrets, and URLs that may embed a database password.
 _NOT_DESCRIBED = {"eligibility_token", "release_database_url", "accountant_database_url"}
@@ -64,52 +46,63 @@ class TrainSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="MOODFED_", extra="ignore")
 
-    # User-level DP-FedAvg on the server.
-    rounds: int = Field(default=5, ge=1)
-    expected_devices: float = Field(default=10.0, gt=0)
-    noise_multiplier: float = Field(default=1.0, gt=0)
-    clipping_norm: float = Field(default=1.0, gt=0)
-    epsilon_budget: float = Field(default=8.0, gt=0)
-    delta: float = Field(default=1e-5, gt=0, lt=1)
-    accounting: Literal["rdp", "pld"] = "rdp"
+    # User-level DP-FedAvg on the server. Each description is also the help text of the
+    # matching `moodfed train` option.
+    rounds: int = Field(default=5, ge=1, description="planned rounds")
+    expected_devices: float = Field(
+        default=10.0, gt=0, description="expected devices per round (q = expected / eligible)"
+    )
+    noise_multiplier: float = Field(default=1.0, gt=0, description="server noise multiplier σ")
+    clipping_norm: float = Field(default=1.0, gt=0, description="update clipping norm C")
+    epsilon_budget: float = Field(default=8.0, gt=0, description="per-user budget ε (hard stop)")
+    delta: float = Field(default=1e-5, gt=0, lt=1, description="δ of the per-user budget")
+    accounting: Literal["rdp", "pld"] = Field(
+        default="rdp", description="how epsilon is computed: RDP or PLD (dp-accounting)"
+    )
 
     # Record-level DP-SGD on the device (sent in each train message; a device may keep
     # a stricter budget of its own in its node config).
-    local_epochs: int = Field(default=1, ge=1)
-    batch_size: int = Field(default=16, ge=1)
-    learning_rate: float = Field(default=0.05, gt=0)
-    device_noise_multiplier: float = Field(default=1.0, gt=0)
-    device_max_grad_norm: float = Field(default=1.0, gt=0)
-    device_epsilon_budget: float = Field(default=10.0, gt=0)
-    device_delta: float = Field(default=1e-4, gt=0, lt=1)
+    local_epochs: int = Field(default=1, ge=1, description="DP-SGD epochs on each device")
+    batch_size: int = Field(default=16, ge=1, description="expected DP-SGD batch on a device")
+    learning_rate: float = Field(default=0.05, gt=0, description="DP-SGD learning rate")
+    device_noise_multiplier: float = Field(
+        default=1.0, gt=0, description="DP-SGD noise multiplier on each device"
+    )
+    device_max_grad_norm: float = Field(
+        default=1.0, gt=0, description="DP-SGD per-example clipping norm on each device"
+    )
+    device_epsilon_budget: float = Field(
+        default=10.0, gt=0, description="each device's own record-level DP-SGD budget"
+    )
+    device_delta: float = Field(default=1e-4, gt=0, lt=1, description="δ of the device budget")
 
     # Sampling: None draws each round's sample from the OS's CSPRNG (production);
     # an integer makes sampling and server noise reproducible (tests only).
-    seed: int | None = None
-    min_nodes: int = Field(default=1, ge=1)
-    node_wait_seconds: float = Field(default=30.0, ge=0)
-    round_timeout: float = Field(default=600.0, gt=0)
-    attestation_timeout: float = Field(default=120.0, gt=0)
+    seed: int | None = Field(
+        default=None, description="reproducible sampling and noise (simulations and tests only)"
+    )
+    min_nodes: int = Field(default=1, ge=1, description="nodes to wait for before starting")
+    node_wait_seconds: float = Field(default=30.0, ge=0, description="how long to wait for them")
+    round_timeout: float = Field(default=600.0, gt=0, description="seconds a round waits")
+    attestation_timeout: float = Field(
+        default=120.0, gt=0, description="seconds the attestation waits"
+    )
 
     # Where the consent service and the stores are.
-    consent_url: str | None = None
+    consent_url: str | None = Field(default=None, description="the consent service's URL")
     eligibility_token: SecretStr | None = None
-    eligibility_timeout: float = Field(default=30.0, gt=0)
-    data_dir: Path = Field(default_factory=default_data_dir)
+    eligibility_timeout: float = Field(
+        default=30.0, gt=0, description="seconds an eligibility query may take"
+    )
+    data_dir: Path = Field(
+        default_factory=default_data_dir,
+        description="where the release store and budgets live",
+    )
     release_database_url: str | None = None
     accountant_database_url: str | None = None
 
-    # Simulation only: the synthetic federation (held-out devices for the server's
-    # quality metric, diary length, who grants and who withdraws part-way).
-    holdout_devices: int = Field(default=20, ge=0)
-    days: int = Field(default=120, ge=14)
-    grant_fraction: float = Field(default=0.9, ge=0, le=1)
-    withdraw_fraction: float = Field(default=0.0, ge=0, le=1)
-    withdraw_at_round: int = Field(default=0, ge=0)
-    sim_root: Path | None = None
-
     @model_validator(mode="after")
-    def _check(self) -> TrainSettings:
+    def _check(self) -> Self:
         if self.consent_url is not None and self.eligibility_token is None:
             raise ValueError(
                 "a consent_url needs its eligibility token: set MOODFED_ELIGIBILITY_TOKEN"
@@ -136,14 +129,20 @@ class TrainSettings(BaseSettings):
         return self.sampling_rate(eligible=eligible) * eligible
 
     @classmethod
-    def from_run_config(cls, run_config: Mapping[str, Any], **overrides: Any) -> TrainSettings:
+    def run_config_keys(cls) -> tuple[str, ...]:
+        """The settings a Flower run config may set, hyphenated as in pyproject.toml:
+        every field but :data:`ENV_ONLY`."""
+        return tuple(name.replace("_", "-") for name in cls.model_fields if name not in ENV_ONLY)
+
+    @classmethod
+    def from_run_config(cls, run_config: Mapping[str, Any], **overrides: Any) -> Self:
         """Settings from a Flower run config on top of the environment.
 
-        Only :data:`RUN_CONFIG_KEYS` are read; an empty string means "not set" so the
-        environment (or the default) still applies.
+        Only :meth:`run_config_keys` are read; an empty string means "not set" so the
+        environment (or the default) still applies, and a negative seed means "no seed".
         """
         values: dict[str, Any] = {}
-        for key in RUN_CONFIG_KEYS:
+        for key in cls.run_config_keys():
             value = run_config.get(key)
             if value is None or value == "":
                 continue
@@ -152,6 +151,12 @@ class TrainSettings(BaseSettings):
             values[key.replace("-", "_")] = value
         values.update(overrides)
         return cls(**values)
+
+    def train_config(self, round_number: int) -> TrainConfig:
+        """The ``train-config`` a round sends: each field of :class:`TrainConfig` from the
+        setting of the same name."""
+        names = [name for name in TrainConfig.field_names() if name != "round"]
+        return TrainConfig(round=round_number, **{name: getattr(self, name) for name in names})
 
     def describe(self) -> dict[str, Any]:
         """The non-secret settings, for the release store and logs."""

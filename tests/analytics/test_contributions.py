@@ -10,17 +10,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from client_sdk import Entry, InvalidArgumentError, SyntheticPopulation
-from client_sdk.analytics import (
-    ANALYTICS_PURPOSE,
+from client_sdk import Entry, InvalidArgumentError
+from client_sdk.analytics import device_contributions
+from client_sdk.consent_client import Decision
+from client_sdk.protocol import ANALYTICS_PURPOSE
+from client_sdk.queries import (
     QUERY_NAMES,
     SLEEP_BINS,
-    device_contributions,
     queries_from_config,
     queries_to_config,
     standard_queries,
 )
-from client_sdk.consent_client import Decision
+from client_sdk.sim import SyntheticPopulation
 
 from .conftest import WEEK
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import date, timedelta
 
 import dp_accounting
 import numpy as np
@@ -11,16 +12,19 @@ from dp_accounting.rdp import RdpAccountant
 from scipy import stats
 from sqlalchemy import func, select
 
-from client_sdk.analytics import standard_queries
-from privacy import Accountant, BudgetExceededError, PrivacyError
-from server.analytics import (
+from client_sdk.queries import Query, standard_queries
+from privacy import (
+    Accountant,
+    BudgetExceededError,
+    PrivacyError,
+    add_gaussian_noise,
     noise_multiplier_for,
-    noisy_release,
-    release_analytics,
     release_threshold,
 )
-from server.analytics_releases import AnalyticsCell, AnalyticsRelease, analytics_cells
-from server.releases import Release, ReleaseStore
+from server.analytics import AnalyticsPlan, AnalyticsReport, AnalyticsRound, AnalyticsRun
+from server.figures import release_cells
+from server.releases import AnalyticsCell, AnalyticsRelease, CellRelease, Release, ReleaseStore
+from server.releases.readers import analytics_cells
 
 from .conftest import DELTA, WEEK
 
@@ -28,6 +32,44 @@ QUERIES = standard_queries()
 BY_NAME = {q.name: q for q in QUERIES}
 COHORT = BY_NAME["mood-by-cohort"]
 SIGMA = 5.0
+
+
+def release_analytics(
+    contributions: Mapping[str, Mapping[str, np.ndarray]],
+    *,
+    eligible: Iterable[str],
+    queries: Sequence[Query],
+    period: date,
+    noise_multiplier: float,
+    accountant: Accountant,
+    store: ReleaseStore,
+    rng: np.random.Generator | None = None,
+) -> AnalyticsReport:
+    """One analytics week through the production round's charge, aggregate and publish."""
+    plan = AnalyticsPlan(
+        weeks=(period,), epsilon=1.0, delta=accountant.delta, queries=tuple(queries)
+    )
+    run = AnalyticsRun(
+        plan=plan,
+        eligibility=None,
+        accountant=accountant,
+        store=store,
+        rng=rng,
+        noise_multiplier=noise_multiplier,
+    )
+    return AnalyticsRound(run, period).release(list(eligible), contributions)
+
+
+def noisy_release(
+    query: Query, total: np.ndarray, *, noise_multiplier: float, threshold: float
+) -> tuple[CellRelease, ...]:
+    """The noise the round adds, then the cells it releases."""
+    noisy = add_gaussian_noise(
+        total, sensitivity=query.sensitivity, noise_multiplier=noise_multiplier
+    )
+    return release_cells(
+        query, noisy, noise_std=noise_multiplier * query.sensitivity, threshold=threshold
+    )
 
 
 def _count(store: ReleaseStore, table: type) -> int:

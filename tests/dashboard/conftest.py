@@ -8,9 +8,9 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from dashboard import hash_password
-from server.analytics_releases import analytics_cells
-from server.release_seed import seed_release_store
 from server.releases import ReleaseStore
+from server.releases.readers import analytics_cells
+from server.sim.seed import seed_release_store
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = str(ROOT / "dashboard" / "app.py")

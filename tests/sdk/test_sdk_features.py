@@ -11,13 +11,13 @@ from client_sdk import (
     FEATURE_DIM,
     Entry,
     InvalidArgumentError,
-    SyntheticPopulation,
     daily_series,
     feature_dim,
     feature_names,
     latest_features,
     make_examples,
 )
+from client_sdk.sim import SyntheticPopulation
 
 START = date(2026, 3, 2)  # a Monday
 NAMES = feature_names()

@@ -19,13 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from client_sdk import (
-    Diary,
-    InvalidArgumentError,
-    PopulationParams,
-    SyntheticPopulation,
-    generate_population,
-)
+from client_sdk import Diary, InvalidArgumentError
+from client_sdk.sim import PopulationParams, SyntheticPopulation, generate_population
 
 
 @pytest.fixture(scope="module")

@@ -17,15 +17,19 @@ import pytest
 from pydantic import SecretStr
 
 from client_sdk import Device, Entry
-from client_sdk.client_app import make_client_app
-from client_sdk.simulated import device_folder
+from client_sdk.sim import device_folder
+from client_sdk.sim.client_app import make_sim_client_app
 from privacy import Accountant
-from server.analytics_rounds import AnalyticsPlan
-from server.app import EligibilitySource, RoundObserver, RoundReport, RunResult, make_server_app
+from server.analytics import AnalyticsPlan
+from server.app import make_server_app
+from server.eligibility import EligibilitySource
+from server.observers import RunObserver
 from server.releases import ReleaseStore
-from server.settings import TrainSettings
-from server.simulation import TRAINING_NOTICE, SimulatedFederation
-from server.train import quiet_simulation_logs, ray_backend_config
+from server.run import RunResult
+from server.sim.federation import TRAINING_NOTICE, SimulatedFederation
+from server.sim.settings import SimSettings
+from server.sim.train import quiet_simulation_logs, ray_backend_config
+from server.training import RoundReport
 from tests.conftest import ConsentServer
 from tests.training.mods import CaptureReplies, read_captured
 
@@ -44,14 +48,11 @@ def log_key_of(service: ConsentServer) -> str:
     return httpx.get(f"{service.url}/v1/log/key", timeout=10).text
 
 
-class Recorder:
+class Recorder(RunObserver):
     """A round observer that keeps the server's own view of each round (test only)."""
 
     def __init__(self) -> None:
         self.reports: list[RoundReport] = []
-
-    def before_round(self, round_number: int) -> None:
-        pass
 
     def after_round(self, report: RoundReport) -> None:
         self.reports.append(report)
@@ -64,7 +65,7 @@ class Simulation:
     root: Path
     service: ConsentServer
     federation: SimulatedFederation
-    settings: TrainSettings
+    settings: SimSettings
     devices: int
     capture: Path
     recorder: Recorder = field(default_factory=Recorder)
@@ -81,7 +82,7 @@ class Simulation:
         self,
         *,
         mods: Sequence[Any] = (),
-        observers: Sequence[RoundObserver] = (),
+        observers: Sequence[RunObserver] = (),
         eligibility: EligibilitySource | None = None,
         analytics: AnalyticsPlan | None = None,
     ) -> RunResult:
@@ -96,8 +97,9 @@ class Simulation:
             eligibility=eligibility,
             results=results,
             analytics=analytics,
+            holdout=self.federation.holdout(),
         )
-        client_app = make_client_app(
+        client_app = make_sim_client_app(
             defaults={"sim-root": str(self.sim_root)},
             mods=[CaptureReplies(str(self.capture)), *mods],
         )
@@ -105,7 +107,7 @@ class Simulation:
             server_app=server_app,
             client_app=client_app,
             num_supernodes=self.devices,
-            backend_config=ray_backend_config(cpus=2),  # type: ignore[arg-type]
+            backend_config=ray_backend_config(cpus=2),
         )
         self.result = results[0]
         return self.result
@@ -148,6 +150,7 @@ def make_simulation(
         "batch_size": 8,
         "days": 40,
         "holdout_devices": 2,
+        "withdraw_fraction": 0.0,
         "device_epsilon_budget": 100.0,
         "min_nodes": devices,
         "node_wait_seconds": 30.0,
@@ -158,17 +161,14 @@ def make_simulation(
         "sim_root": root / "sim",
     }
     options.update(overrides)
-    settings = TrainSettings(**options)
-    federation = SimulatedFederation.create(
+    settings = SimSettings(**options)
+    federation = SimulatedFederation.for_settings(
         root / "sim",
+        settings,
         devices=devices,
-        holdout_devices=settings.holdout_devices,
-        days=settings.days,
         seed=seed,
         consent_url=service.url,
         log_key=log_key_of(service),
-        withdraw_at_round=settings.withdraw_at_round,
-        withdraw_fraction=settings.withdraw_fraction,
     )
     if grant is None:
         federation.grant(range(devices))

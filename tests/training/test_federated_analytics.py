@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from client_sdk.analytics import ANALYTICS_PURPOSE, QUERY_NAMES
-from server.analytics_rounds import AnalyticsPlan, last_full_weeks
-from server.simulation import NOTICES
+from client_sdk.protocol import ANALYTICS_PURPOSE
+from client_sdk.queries import QUERY_NAMES
+from server.analytics import AnalyticsPlan, last_full_weeks
+from server.sim.federation import NOTICES
 from tests.conftest import ConsentServer
 from tests.training.conftest import Simulation, make_simulation
 

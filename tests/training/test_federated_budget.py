@@ -10,6 +10,7 @@ import pytest
 
 from privacy import epsilon_for
 from server.eligibility import EligibilityError
+from server.observers import RunObserver
 from server.releases import ReleaseStore
 from tests.conftest import ConsentServer
 from tests.training.conftest import make_simulation
@@ -57,7 +58,7 @@ def test_a_small_budget_stops_the_run_before_the_round_that_would_pass_it(
             assert sum(accountant.history(simulation.key(index)).values()) == 2
 
 
-class _StopServiceBefore:
+class _StopServiceBefore(RunObserver):
     """Kill the consent service before a given round (a crash, not a shutdown)."""
 
     def __init__(self, service: ConsentServer, round_number: int) -> None:
@@ -67,9 +68,6 @@ class _StopServiceBefore:
     def before_round(self, round_number: int) -> None:
         if round_number == self.round_number:
             self.service.kill()
-
-    def after_round(self, report: object) -> None:
-        pass
 
 
 def test_a_consent_service_failure_stops_the_run_before_any_unchecked_round(

@@ -16,7 +16,7 @@ import pytest
 from flwr.app import ArrayRecord, Context, Message, RecordDict
 from flwr.app.metadata import Metadata
 
-from client_sdk import Device, SyntheticPopulation
+from client_sdk import Device
 from client_sdk.client_app import DEVICE_LEDGER_FILE, make_client_app
 from client_sdk.model import create_model, get_weights
 from client_sdk.protocol import (
@@ -25,8 +25,8 @@ from client_sdk.protocol import (
     TRAIN_CONFIG_RECORD,
     UPDATE_RECORD,
 )
+from client_sdk.sim import SyntheticPopulation
 from privacy import update_norm
-from server.app import _train_config
 from server.eligibility import EligibilityClient, EligibilityError
 from server.settings import TrainSettings
 from tests.conftest import ConsentServer
@@ -118,7 +118,10 @@ def test_a_device_refuses_to_train_when_its_own_record_says_withdrawn_even_if_sa
 def _train_message(weights: list[np.ndarray]) -> Message:
     settings = TrainSettings(device_epsilon_budget=50.0, batch_size=8)
     content = RecordDict(
-        {GLOBAL_MODEL_RECORD: ArrayRecord(weights), TRAIN_CONFIG_RECORD: _train_config(settings, 1)}
+        {
+            GLOBAL_MODEL_RECORD: ArrayRecord(weights),
+            TRAIN_CONFIG_RECORD: settings.train_config(1).to_record(),
+        }
     )
     metadata = Metadata(
         run_id=1,

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from client_sdk import Device, SyntheticPopulation
+from client_sdk import Device
 from client_sdk.client_app import DEVICE_LEDGER_FILE
+from client_sdk.sim import SyntheticPopulation
 from privacy import Accountant
 from server.releases import ReleaseStore
 from tests.conftest import ConsentServer, free_port

@@ -12,13 +12,14 @@ import pytest
 from flwr.app import ConfigRecord, Error, Message, MetricRecord, RecordDict
 from flwr.app.metadata import Metadata
 
-from client_sdk import DeviceKey, SyntheticPopulation
+from client_sdk import DeviceKey
 from client_sdk.model import create_model, get_weights
 from client_sdk.prediction import predict_next_day
 from client_sdk.protocol import new_nonce, sign_attestation
+from client_sdk.sim import SyntheticPopulation
 from server.attestation import _unique, check_attestation
 from server.releases import ReleaseStore
-from server.settings import TrainSettings
+from server.sim.settings import SimSettings
 
 RUN, NODE = 7, 1234
 KEY = DeviceKey.from_seed(bytes(range(32)))
@@ -143,7 +144,7 @@ def test_a_device_predicts_with_the_latest_published_model(tmp_path: Path) -> No
 
 
 def test_run_config_sets_knobs_but_never_secrets_or_addresses() -> None:
-    settings = TrainSettings.from_run_config(
+    settings = SimSettings.from_run_config(
         {
             "rounds": 4,
             "expected-devices": 12.0,
@@ -161,7 +162,6 @@ def test_run_config_sets_knobs_but_never_secrets_or_addresses() -> None:
 
 def test_a_release_carries_the_largest_total_spend_of_the_users_who_shaped_it() -> None:
     from privacy import Accountant, PrivacyEvent, epsilon_for
-    from server.app import release_epsilon
 
     accountant = Accountant("sqlite://", epsilon_budget=100.0, delta=1e-5)
     small = PrivacyEvent.training_round(sampling_rate=0.1, noise_multiplier=1.0)
@@ -169,7 +169,7 @@ def test_a_release_carries_the_largest_total_spend_of_the_users_who_shaped_it() 
     accountant.charge(["in-run", "other-run"], small, purpose="model-training", release_id="a")
     accountant.charge(["other-run"], large, purpose="model-training", release_id="b")
 
-    epsilon = release_epsilon(accountant, {"in-run"})
+    epsilon = accountant.max_epsilon({"in-run"})  # what a round publishes
 
     assert epsilon == pytest.approx(
         epsilon_for(sampling_rate=0.1, noise_multiplier=1.0, rounds=1, delta=1e-5)

@@ -20,7 +20,7 @@ from client_sdk.dpsgd import DPSGD, PerExample
 from client_sdk.errors import InvalidArgumentError
 from client_sdk.features import FEATURE_DIM
 from client_sdk.model import MoodModel, create_model, get_weights, mean_absolute_error
-from client_sdk.synthetic import SyntheticPopulation
+from client_sdk.sim.synthetic import SyntheticPopulation
 from client_sdk.training import (
     LocalTrainingConfig,
     poisson_batches,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
 import subprocess
 import tempfile
 import time
@@ -23,17 +22,11 @@ from rich.console import Console
 from rich.panel import Panel
 
 from consent import ConsentSettings, audit_log
-from server.settings import TrainSettings
-from server.simulation import local_consent_service
-from server.train import run_train
+from server.sim.consent_service import free_port, local_consent_service
+from server.sim.settings import SimSettings
+from server.sim.train import run_train
 
 __all__ = ["run_demo"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _start_dashboard(env: dict[str, str], *, port: int, log_file: Path) -> subprocess.Popen[bytes]:
@@ -74,7 +67,7 @@ def run_demo(
         console.rule("[bold]moodfed demo")
         console.print(f"everything lives in {folder} (removed at the end)")
         service = stack.enter_context(local_consent_service(folder / "consent"))
-        settings = TrainSettings(
+        settings = SimSettings(
             data_dir=folder,
             consent_url=service.url,
             eligibility_token=service.token,
@@ -89,7 +82,6 @@ def run_demo(
             holdout_devices=50,
             grant_fraction=0.9,
             withdraw_fraction=0.15,
-            withdraw_at_round=rounds // 2 + 1,
         )
         report = run_train(
             devices=devices,
@@ -123,7 +115,7 @@ def run_demo(
             "MOODFED_ANALYST_USER": "analyst",
             "MOODFED_ANALYST_PASSWORD_HASH": hash_password(password),
         }
-        port = _free_port()
+        port = free_port()
         with console.status("starting the dashboard…"):
             process = _start_dashboard(env, port=port, log_file=folder / "dashboard.log")
         stack.callback(process.terminate)

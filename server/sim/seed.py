@@ -1,21 +1,30 @@
-"""Fill a release store with realistic releases, made by the real pipeline on synthetic devices.
+"""Fill a release store with realistic releases made by the production pipeline.
 
 For demos, the dashboard's tests and its benchmark. Nothing here is a hand-written
-figure: a :class:`~client_sdk.SyntheticPopulation` keeps diaries; consent arrives
-gradually (and is sometimes withdrawn); every week the consenting devices compute their
-bounded contributions with the device-side code (:mod:`client_sdk.analytics`) and the
-server releases them through :func:`server.analytics.release_analytics`, charged to one
-:class:`privacy.Accountant`. Interleaved with those weeks, a small DP-FedAvg of a linear
-next-day-mood model (Poisson sampling, clipped updates, Gaussian noise, all from
-:mod:`privacy`) publishes model rounds through :class:`server.releases.ReleaseStore`,
-charged to the same per-user budget. The analytics noise is planned so that a device
-eligible for everything ends within the budget.
+figure or a second implementation: a synthetic population keeps diaries; consent
+arrives gradually (and is sometimes withdrawn) on a simulated timeline, which stands in
+for the consent service as the run's :class:`~server.eligibility.EligibilitySource`.
+
+- Model rounds are the production :class:`~server.training.TrainingRound` (gate,
+  charge, Poisson sampling, DP-FedAvg aggregation of the MLP, publication with the
+  production release epsilon), with one stage replaced: ``send`` trains each sampled
+  device in process with the device's own code (:func:`client_sdk.client_app.clipped_update`,
+  DP-SGD on the diary up to that week) instead of over Flower.
+- Every week, the consenting devices compute their bounded contributions with the device
+  code (:meth:`client_sdk.queries.Query.contributions`, vectorized over devices) and the
+  production :class:`~server.analytics.AnalyticsRound` charges, aggregates, noises,
+  thresholds and publishes them.
+
+Both are charged to one :class:`privacy.Accountant`; the analytics noise is planned so
+that a device eligible for everything ends within the budget. A seeded store is
+reproducible from its seed, so its figures are NOT private: it is for demos and tests.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Final
@@ -23,25 +32,26 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from client_sdk.analytics import Query, iso_week_start, standard_queries
+from client_sdk.client_app import clipped_update
 from client_sdk.features import DailySeries, make_examples
-from client_sdk.synthetic import AGE_BANDS, REGIONS, Cohort, PopulationParams, SyntheticPopulation
-from privacy import (
-    Accountant,
-    BudgetExceededError,
-    PrivacyEvent,
-    add_gaussian_noise,
-    clip_update,
-    history_epsilon,
-)
-from server.analytics import release_analytics
+from client_sdk.protocol import TRAINING_PURPOSE
+from client_sdk.queries import Query, iso_week_start, standard_queries
+from client_sdk.sim import AGE_BANDS, REGIONS, Cohort, PopulationParams, SyntheticPopulation
+from client_sdk.training import LocalTrainingConfig
+from privacy import Accountant, BudgetExceededError, history_epsilon
+from server.analytics import AnalyticsPlan, AnalyticsRound, AnalyticsRun
+from server.attestation import Attestations
+from server.errors import RunStopped
+from server.evaluation import HoldoutSet
 from server.releases import ReleaseStore
+from server.settings import TrainSettings
+from server.sim.holdout import holdout_from_population
+from server.training import TrainingRound, TrainingRun, initial_weights, model_name
 
 __all__ = ["SeedReport", "cohort_grid", "seed_release_store"]
 
 log = logging.getLogger(__name__)
 
-TRAINING_PURPOSE: Final = "model-training"
 _FIVE_AGE_BANDS: Final = (
     AGE_BANDS[0],
     AGE_BANDS[1],
@@ -64,6 +74,8 @@ _REGION_NAMES: Final = (
     "islands",
 )
 _HISTORY_DAYS: Final = 56  # a device trains on its last eight weeks
+_SAMPLING_RATE: Final = 0.02  # q of every seeded training round
+_TRAIN_SIGMA: Final = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,71 +172,72 @@ def _plan_noise(
     return high
 
 
+class _Timeline:
+    """Who holds an active grant in the current week (a stand-in for the consent service)."""
+
+    def __init__(
+        self, keys: Sequence[str], joins: npt.NDArray[np.int64], ends: npt.NDArray[np.int64]
+    ):
+        self.keys = list(keys)
+        self.joins, self.ends = joins, ends
+        self.week = 0
+
+    def active(self) -> npt.NDArray[np.int64]:
+        return np.flatnonzero((self.joins <= self.week) & (self.week < self.ends))
+
+    def eligible(self, purpose: str, device_keys: Sequence[str]) -> list[str]:
+        active = {self.keys[i] for i in self.active()}
+        return [key for key in device_keys if key in active]
+
+
 @dataclass
-class _LinearFedAvg:
-    """DP-FedAvg of a linear next-day-mood model, only for seeding model rounds."""
+class _InProcessRound(TrainingRound):
+    """The production round, its devices trained in this process on their diary so far."""
 
-    population: SyntheticPopulation
-    holdout: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]
-    sampling_rate: float
-    noise_multiplier: float
-    clipping_norm: float
-    rng: np.random.Generator
-    weights: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
+    population: SyntheticPopulation = field(kw_only=True)
+    end_day: int = field(kw_only=True)
 
-    def examples(self, device: int, end_day: int) -> tuple[npt.NDArray[np.float32], ...]:
-        series = self.population.daily_series(device)
-        start = max(0, end_day - _HISTORY_DAYS)
-        part = DailySeries(
-            start=series.start + timedelta(days=start),
-            mood=series.mood[start:end_day],
-            sleep_hours=series.sleep_hours[start:end_day],
-            steps=series.steps[start:end_day],
-            activities=series.activities[start:end_day],
-        )
-        return make_examples(part)
-
-    def local_update(self, device: int, end_day: int) -> npt.NDArray[np.float64]:
-        x, y = self.examples(device, end_day)
-        if len(y) == 0:
-            return np.zeros_like(self.weights)
-        design = np.hstack([x.astype(np.float64), np.ones((len(y), 1))])
-        local = self.weights.copy()
-        for _ in range(5):  # five full-batch gradient steps on the mean squared error
-            local -= 0.05 * 2 * design.T @ (design @ local - y) / len(y)
-        return local - self.weights
-
-    def round(self, eligible: npt.NDArray[np.int64], end_day: int) -> None:
-        sampled = eligible[self.rng.random(len(eligible)) < self.sampling_rate]
-        total = np.zeros_like(self.weights)
-        for device in sampled:
-            clipped, _ = clip_update(
-                [self.local_update(int(device), end_day)], max_norm=self.clipping_norm
+    def send(self, sampled: Sequence[str], weights: list[np.ndarray]) -> list[list[np.ndarray]]:
+        index_of = {key: node - 1 for node, key in self.run.attestations.device_keys.items()}
+        config = self.run.settings.train_config(self.number)
+        updates = []
+        for key in sampled:
+            index = index_of[key]
+            X, y = make_examples(_diary_until(self.population, index, self.end_day))
+            if len(y) == 0:
+                continue
+            updates.append(
+                clipped_update(
+                    weights,
+                    X,
+                    y,
+                    training=LocalTrainingConfig.from_train_config(config),
+                    clipping_norm=config.clipping_norm,
+                    accountant=None,
+                    seed=int.from_bytes(key.encode()[:4], "big") + self.number,
+                )
             )
-            total += clipped[0]
-        noisy = add_gaussian_noise(
-            total,
-            sensitivity=self.clipping_norm,
-            noise_multiplier=self.noise_multiplier,
-            rng=self.rng,
-        )
-        expected = max(self.sampling_rate * len(eligible), 1.0)
-        self.weights = self.weights + np.asarray(noisy) / expected
-
-    def holdout_mae(self) -> float:
-        x, y = self.holdout
-        design = np.hstack([x.astype(np.float64), np.ones((len(y), 1))])
-        return float(np.mean(np.abs(np.clip(design @ self.weights, 1, 5) - y)))
+        return updates
 
 
-def _holdout(
-    params: PopulationParams, days: int, seed: int, start: date
-) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
-    holdout = SyntheticPopulation(
+def _diary_until(population: SyntheticPopulation, index: int, end_day: int) -> DailySeries:
+    """Device ``index``'s last eight weeks of diary before ``end_day``."""
+    series = population.daily_series(index)
+    start = max(0, end_day - _HISTORY_DAYS)
+    return DailySeries(
+        start=series.start + timedelta(days=start),
+        mood=series.mood[start:end_day],
+        sleep_hours=series.sleep_hours[start:end_day],
+        steps=series.steps[start:end_day],
+        activities=series.activities[start:end_day],
+    )
+
+
+def _holdout(params: PopulationParams, days: int, seed: int, start: date) -> HoldoutSet:
+    population = SyntheticPopulation(
         100, days=min(days, 120), seed=seed + 10_000, start=start, params=params
     )
-    x, y, _ = holdout.examples()
-    return x, y
+    return holdout_from_population(population, range(100))
 
 
 def seed_release_store(
@@ -262,59 +275,86 @@ def seed_release_store(
     queries: tuple[Query, ...] = standard_queries(
         age_bands=[c.name for c in ages], regions=[c.name for c in regions]
     )
-    keys = np.array([population.device_key_for(i).device_key for i in range(n_devices)])
-    rng = np.random.default_rng([seed, 1])
-    joins, ends = _consent_weeks(n_devices, weeks, rng)
+    keys = [population.device_key_for(i).device_key for i in range(n_devices)]
+    joins, ends = _consent_weeks(n_devices, weeks, np.random.default_rng([seed, 1]))
+    timeline = _Timeline(keys, joins, ends)
     mood = np.where(population.logged, population.mood, np.nan).astype(np.float64)
     sleep = population.sleep_hours
     cohort_of = population.age_band * len(regions) + population.region
 
-    sampling_rate, train_sigma, clip = 0.02, 1.0, 1.0
     rounds = min(training_rounds, weeks)
+    settings = TrainSettings(
+        rounds=max(rounds, 1),
+        noise_multiplier=_TRAIN_SIGMA,
+        clipping_norm=1.0,
+        epsilon_budget=epsilon_budget,
+        delta=delta,
+        seed=seed,
+    )
     noise = _plan_noise(
         budget=epsilon_budget,
         delta=delta,
-        training=(sampling_rate, train_sigma, rounds),
+        training=(_SAMPLING_RATE, _TRAIN_SIGMA, rounds),
         analytics_releases=weeks * len(queries),
     )
     every = max(1, weeks // rounds) if rounds else weeks + 1
-    trainer = _LinearFedAvg(
-        population=population,
-        holdout=_holdout(params, weeks * 7, seed, first),
-        sampling_rate=sampling_rate,
-        noise_multiplier=train_sigma,
-        clipping_norm=clip,
-        rng=np.random.default_rng([seed, 2]),
-        weights=np.zeros(make_examples(population.daily_series(0))[0].shape[1] + 1),
-    )
     refused: list[date] = []
-    run_id = f"seed-{seed}"
     with (
         ReleaseStore(url) as store,
         Accountant(accountant_url, epsilon_budget=epsilon_budget, delta=delta) as accountant,
     ):
+        training = TrainingRun(
+            grid=None,
+            settings=settings,
+            eligibility=timeline,
+            accountant=accountant,
+            store=store,
+            attestations=Attestations(device_keys={i + 1: key for i, key in enumerate(keys)}),
+            run_id=f"seed-{seed}",
+            holdout=_holdout(params, weeks * 7, seed, first),
+        )
+        analytics = AnalyticsRun(
+            plan=AnalyticsPlan(weeks=(), epsilon=1.0, delta=delta, queries=queries),
+            eligibility=timeline,
+            accountant=accountant,
+            store=store,
+            rng=np.random.default_rng([seed, 3]),
+            noise_multiplier=noise,
+        )
         if rounds:
             store.start_run(
-                run_id=run_id,
+                run_id=training.run_id,
                 flower_run_id="0",
                 purpose=TRAINING_PURPOSE,
                 planned_rounds=rounds,
                 epsilon_budget=epsilon_budget,
                 delta=delta,
                 accounting=accountant.method,
-                noise_multiplier=train_sigma,
-                clipping_norm=clip,
-                expected_devices=sampling_rate * n_devices,
-                model="linear next-day mood (seeded demo)",
-                metric_label="MAE of next-day mood on 100 synthetic held-out devices",
+                noise_multiplier=_TRAIN_SIGMA,
+                clipping_norm=settings.clipping_norm,
+                expected_devices=_SAMPLING_RATE * n_devices,
+                model=f"{model_name()}, seeded demo",
+                metric_label=training.holdout.label if training.holdout else "",
             )
+        weights = initial_weights(seed)
         done = 0
         for week in range(weeks):
+            timeline.week = week
             period = first + timedelta(weeks=week)
-            active = np.flatnonzero((joins <= week) & (week < ends))
             if rounds and done < rounds and week % every == every - 1:
                 done += 1
-                _training_round(trainer, store, accountant, run_id, done, active, keys, week)
+                # q = 0.02 whoever is eligible: the rate the analytics noise was planned for.
+                training.settings = settings.model_copy(
+                    update={"expected_devices": max(_SAMPLING_RATE * len(timeline.active()), 1e-9)}
+                )
+                round_ = _InProcessRound(
+                    training, done, population=population, end_day=(week + 1) * 7
+                )
+                try:
+                    _, weights = round_(weights)
+                except RunStopped as stop:
+                    log.warning("Seeding: training round %d not run: %s", done, stop.reason)
+            active = timeline.active()
             days = slice(week * 7, week * 7 + 7)
             vectors = {
                 q.name: q.contributions(
@@ -323,25 +363,18 @@ def seed_release_store(
                 for q in queries
             }
             contributions = {
-                str(keys[device]): {name: rows[row] for name, rows in vectors.items()}
+                keys[device]: {name: rows[row] for name, rows in vectors.items()}
                 for row, device in enumerate(active)
             }
             try:
-                release_analytics(
-                    contributions,
-                    eligible=[str(k) for k in keys[active]],
-                    queries=queries,
-                    period=period,
-                    noise_multiplier=noise,
-                    accountant=accountant,
-                    store=store,
-                    rng=np.random.default_rng([seed, 3, week]),
-                )
+                AnalyticsRound(analytics, period).release([keys[i] for i in active], contributions)
             except BudgetExceededError as error:
                 log.warning("Seeding: analytics for %s refused: %s", period, error)
                 refused.append(period)
         if rounds:
-            store.finish_run(run_id, status="completed", reason=f"{done} planned rounds done")
+            store.finish_run(
+                training.run_id, status="completed", reason=f"{done} planned rounds done"
+            )
         max_epsilon = accountant.max_epsilon()
     return SeedReport(
         url=url,
@@ -355,42 +388,3 @@ def seed_release_store(
         seconds=time.perf_counter() - began,
         refused_weeks=tuple(refused),
     )
-
-
-def _training_round(
-    trainer: _LinearFedAvg,
-    store: ReleaseStore,
-    accountant: Accountant,
-    run_id: str,
-    number: int,
-    active: npt.NDArray[np.int64],
-    keys: npt.NDArray[np.str_],
-    week: int,
-) -> None:
-    event = PrivacyEvent.training_round(
-        sampling_rate=trainer.sampling_rate, noise_multiplier=trainer.noise_multiplier
-    )
-    accountant.charge(
-        [str(k) for k in keys[active]],
-        event,
-        purpose=TRAINING_PURPOSE,
-        release_id=f"{run_id}/round-{number}",
-    )
-    trainer.round(active, end_day=(week + 1) * 7)
-    store.record_model_round(
-        run_id=run_id,
-        round_number=number,
-        weights=[trainer.weights[:-1], trainer.weights[-1:]],
-        epsilon=accountant.max_epsilon(),
-        delta=accountant.delta,
-        sampling_rate=trainer.sampling_rate,
-        noise_multiplier=trainer.noise_multiplier,
-        clipping_norm=trainer.clipping_norm,
-        eligible_devices=len(active),
-        expected_devices=trainer.sampling_rate * len(active),
-        holdout_mae=trainer.holdout_mae(),
-        holdout_devices=100,
-        holdout_examples=len(trainer.holdout[1]),
-    )
-    if not np.isfinite(trainer.weights).all():  # pragma: no cover - a bug, not data
-        raise RuntimeError("the seeded model diverged")

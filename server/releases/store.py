@@ -1,19 +1,7 @@
-"""The release store: everything the server publishes, each with its (epsilon, delta).
+"""Writing and reading the release store: runs, model rounds and analytics releases.
 
-The dashboard reads it (read-only); nothing in it is per-user. Tables:
-
-- ``training_run``: one federated training run: its settings, status and why it stopped.
-- ``release``: one row per published thing, model round or analytics figure, with the
-  (epsilon, delta) in force after it (the largest epsilon any user had spent by then):
-  the one list an analyst scans to see the privacy cost of every figure.
-- ``model_round``: a round's global model (weights as a NumPy ``.npz`` blob), its DP
-  parameters (q, sigma, C), the DP-safe counts (eligible devices, which the consent
-  ledger makes public, and the expected count q * eligible; never the number of
-  replies, which depends on who was sampled) and a quality metric computed by the
-  server on data it holds (in simulation, synthetic held-out devices), labelled so.
-
-Analytics releases add their own detail table keyed by ``release.id`` with
-``release.kind == "analytics"``.
+The server writes (:class:`ReleaseStore`); the dashboard opens it read-only and uses
+:mod:`server.releases.readers`. The tables are :mod:`server.releases.schema`'s.
 """
 
 from __future__ import annotations
@@ -22,104 +10,78 @@ import hashlib
 import io
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from sqlalchemy import Engine, LargeBinary, create_engine, event, select
-from sqlalchemy.orm import registry
-from sqlmodel import Column, Field, Session, SQLModel, Text
+from sqlalchemy import Engine, create_engine, event, select
+from sqlmodel import Session
+
+from server.errors import RunStatus
+from server.releases.schema import (
+    ANALYTICS_KIND,
+    MODEL_ROUND_KIND,
+    AnalyticsCell,
+    AnalyticsRelease,
+    ModelRound,
+    Release,
+    TrainingRun,
+    metadata,
+    utc_now,
+)
 
 __all__ = [
+    "CellRelease",
     "ModelRelease",
-    "ModelRound",
-    "Release",
+    "QueryRelease",
     "ReleaseStore",
-    "RunStatus",
-    "TrainingRun",
     "decode_weights",
     "encode_weights",
-    "metadata",
 ]
 
-RunStatus = Literal["running", "completed", "stopped", "failed"]
 
-_registry = registry()
+@dataclass(frozen=True, slots=True)
+class CellRelease:
+    """One figure as computed by the server, before it is stored."""
 
-
-class _ReleaseModel(SQLModel, registry=_registry):
-    pass
-
-
-metadata = _ReleaseModel.metadata
-"""The release store's tables, apart from other metadata (for ``create_all`` or Alembic)."""
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
+    cell: str
+    labels: dict[str, str]
+    value: float | None
+    value_std: float | None
+    noisy_sum: float | None
+    noisy_count: float | None
+    suppressed: bool
+    derived: bool = False
 
 
-class TrainingRun(_ReleaseModel, table=True):
-    """One federated training run."""
+@dataclass(frozen=True, slots=True)
+class QueryRelease:
+    """One query's release for one period, with everything a reader needs to judge it."""
 
-    __tablename__ = "training_run"
-
-    id: str = Field(primary_key=True, max_length=64)
-    flower_run_id: str = Field(max_length=32)
-    purpose: str = Field(max_length=64)
-    started_at: datetime = Field(default_factory=_now)
-    finished_at: datetime | None = None
-    status: str = Field(default="running", max_length=16)
-    stop_reason: str | None = Field(default=None, sa_column=Column(Text))
-    planned_rounds: int
-    rounds_completed: int = 0
-    epsilon_budget: float
-    delta: float
-    accounting: str = Field(max_length=8)
+    query: str
+    title: str
+    statistic: str
+    unit: str
+    period: date
+    round_id: str
     noise_multiplier: float
-    clipping_norm: float
-    expected_devices: float
-    attested_devices: int = 0
-    model: str = Field(default="", max_length=128)
-    metric_label: str = Field(default="", sa_column=Column(Text))
-    settings_json: str = Field(default="{}", sa_column=Column(Text))
-
-
-class Release(_ReleaseModel, table=True):
-    """A published thing and the privacy cost in force after it."""
-
-    __tablename__ = "release"
-
-    id: int | None = Field(default=None, primary_key=True)
-    kind: str = Field(max_length=32, index=True)  # "model-round" | "analytics"
-    purpose: str = Field(max_length=64)
-    run_id: str | None = Field(default=None, foreign_key="training_run.id", index=True)
-    created_at: datetime = Field(default_factory=_now)
+    sensitivity: float
+    noise_std: float
+    threshold: float
+    min_contributors: int
+    false_release_bound: float
     epsilon: float
     delta: float
-    title: str = Field(default="", sa_column=Column(Text))
+    round_epsilon: float
+    purpose_epsilon: float
+    epsilon_budget: float
+    n_eligible: int
+    cells: tuple[CellRelease, ...] = field(default=())
 
 
-class ModelRound(_ReleaseModel, table=True):
-    """One round's global model and what may be said about it."""
-
-    __tablename__ = "model_round"
-
-    release_id: int = Field(primary_key=True, foreign_key="release.id")
-    run_id: str = Field(foreign_key="training_run.id", index=True)
-    round: int
-    sampling_rate: float
-    noise_multiplier: float
-    clipping_norm: float
-    eligible_devices: int
-    expected_devices: float
-    weights: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
-    weights_sha256: str = Field(max_length=64)
-    holdout_mae: float | None = None
-    holdout_devices: int | None = None
-    holdout_examples: int | None = None
+_LABEL_COLUMNS = ("level", "age_band", "region", "sleep_bin")
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,7 +241,7 @@ class ReleaseStore:
                 raise KeyError(f"no training run {run_id!r}")
             run.status = status
             run.stop_reason = reason
-            run.finished_at = _now()
+            run.finished_at = utc_now()
             session.add(run)
             session.commit()
 
@@ -328,7 +290,7 @@ class ReleaseStore:
             if run is None:
                 raise KeyError(f"no training run {run_id!r}")
             release = Release(
-                kind="model-round",
+                kind=MODEL_ROUND_KIND,
                 purpose=run.purpose,
                 run_id=run_id,
                 epsilon=epsilon,
@@ -394,6 +356,55 @@ class ReleaseStore:
             for row in rows:
                 session.expunge(row)
             return rows
+
+    # -- analytics ---------------------------------------------------------------------
+
+    def record_analytics_week(
+        self, releases: Sequence[QueryRelease], *, epsilon: float, purpose: str
+    ) -> list[int]:
+        """Write one period's query releases in one transaction; returns their release ids.
+
+        ``epsilon`` is the release epsilon (the largest spend of the users eligible for
+        this round once it was charged): each ``release`` row carries it, as model rounds do.
+        """
+        self._writable()
+        ids: list[int] = []
+        with Session(self.engine) as session:
+            for released in releases:
+                release = Release(
+                    kind=ANALYTICS_KIND,
+                    purpose=purpose,
+                    epsilon=epsilon,
+                    delta=released.delta,
+                    title=f"{released.title}, week of {released.period.isoformat()}",
+                )
+                session.add(release)
+                session.flush()
+                assert release.id is not None
+                values = {
+                    name: getattr(released, name)
+                    for name in AnalyticsRelease.model_fields
+                    if name != "release_id"
+                }
+                session.add(AnalyticsRelease(release_id=release.id, **values))
+                session.flush()
+                session.add_all(
+                    AnalyticsCell(
+                        release_id=release.id,
+                        cell=cell.cell,
+                        value=cell.value,
+                        value_std=cell.value_std,
+                        noisy_sum=cell.noisy_sum,
+                        noisy_count=cell.noisy_count,
+                        suppressed=cell.suppressed,
+                        derived=cell.derived,
+                        **{k: v for k, v in cell.labels.items() if k in _LABEL_COLUMNS},
+                    )
+                    for cell in released.cells
+                )
+                ids.append(release.id)
+            session.commit()
+        return ids
 
 
 def _model_release(row: ModelRound, release: Release) -> ModelRelease:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Final
 
 from client_sdk.errors import SDKError
-from client_sdk.synthetic import SyntheticPopulation
+from client_sdk.sim.synthetic import SyntheticPopulation
 
 __all__ = ["SPEC_FILE", "FederationSpec", "default_sim_root", "device_folder"]
 

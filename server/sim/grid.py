@@ -1,4 +1,4 @@
-"""An in-process Flower Grid for benchmarks: the real ServerApp loop, the real ClientApp.
+"""An in-process Flower Grid for benchmarks and tests: the real ServerApp loop, the real ClientApp.
 
 ``InProcessGrid`` implements Flower's ``Grid`` interface by calling the ClientApp
 object directly, node after node, in this process: no Ray, no SuperLink, no network,

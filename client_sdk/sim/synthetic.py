@@ -1,5 +1,7 @@
 """A synthetic population of devices with mood diaries, for simulations, tests and the demo.
 
+Simulation only: production code never imports :mod:`client_sdk.sim`.
+
 Everything is generated as numpy arrays of shape (devices, days), vectorized over
 devices, so 10,000 device-years take seconds; ``Entry`` objects are made only when one
 device's diary is materialized (``entries_for``, ``fill_diary``).
@@ -86,6 +88,7 @@ from client_sdk.entry import Entry
 from client_sdk.errors import InvalidArgumentError
 from client_sdk.features import DEFAULT_WINDOW, DailySeries, make_examples
 from client_sdk.keys import DeviceKey
+from client_sdk.queries import DEFAULT_AGE_BANDS, DEFAULT_REGIONS
 
 if TYPE_CHECKING:
     from client_sdk.diary import Diary
@@ -112,17 +115,32 @@ class Cohort:
     steps_factor: float = 1.0
 
 
-AGE_BANDS: Final = (
-    Cohort("18-29", 0.30, 0.00, +0.3, 1.10),
-    Cohort("30-44", 0.30, -0.05, -0.1, 1.00),
-    Cohort("45-64", 0.25, -0.07, -0.2, 0.90),
-    Cohort("65+", 0.15, +0.10, +0.1, 0.75),
+# The platform's default cohort grid (client_sdk.queries), with each level's effects.
+AGE_BANDS: Final = tuple(
+    Cohort(name, *effects)
+    for name, effects in zip(
+        DEFAULT_AGE_BANDS,
+        (
+            (0.30, 0.00, +0.3, 1.10),
+            (0.30, -0.05, -0.1, 1.00),
+            (0.25, -0.07, -0.2, 0.90),
+            (0.15, +0.10, +0.1, 0.75),
+        ),
+        strict=True,
+    )
 )
-REGIONS: Final = (
-    Cohort("north", 0.25, -0.05, +0.1, 0.95),
-    Cohort("south", 0.25, +0.05, -0.2, 1.00),
-    Cohort("east", 0.25, -0.02, 0.0, 1.00),
-    Cohort("west", 0.25, +0.02, 0.0, 1.05),
+REGIONS: Final = tuple(
+    Cohort(name, *effects)
+    for name, effects in zip(
+        DEFAULT_REGIONS,
+        (
+            (0.25, -0.05, +0.1, 0.95),
+            (0.25, +0.05, -0.2, 1.00),
+            (0.25, -0.02, 0.0, 1.00),
+            (0.25, +0.02, 0.0, 1.05),
+        ),
+        strict=True,
+    )
 )
 
 EMOTIONS_BY_MOOD: Final = {

@@ -21,16 +21,18 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from client_sdk.analytics import ANALYTICS_PURPOSE
-from client_sdk.client_app import make_client_app
-from server.analytics_rounds import AnalyticsPlan, last_full_weeks
-from server.app import RoundReport, RunResult, make_server_app
+from client_sdk.protocol import ANALYTICS_PURPOSE, TRAINING_PURPOSE
+from client_sdk.sim.client_app import make_sim_client_app
+from server.analytics import AnalyticsPlan, last_full_weeks
+from server.app import make_server_app
 from server.eligibility import EligibilityError
-from server.settings import TRAINING_PURPOSE, TrainSettings
-from server.simulation import SimulatedFederation, local_consent_service
+from server.run import RunResult
+from server.sim.consent_service import local_consent_service
+from server.sim.federation import SimulatedFederation
+from server.sim.progress import RunProgress
+from server.sim.settings import SimSettings
 
 __all__ = ["TrainReport", "ray_backend_config", "run_train"]
 
@@ -79,27 +81,10 @@ class TrainReport:
     release_database_url: str = ""
 
 
-class _ProgressObserver:
-    def __init__(self, progress: Progress, rounds: int) -> None:
-        self.progress = progress
-        self.task = progress.add_task("round 1", total=rounds)
-
-    def before_round(self, round_number: int) -> None:
-        self.progress.update(self.task, description=f"round {round_number}")
-
-    def after_round(self, report: RoundReport) -> None:
-        mae = "n/a" if report.holdout_mae is None else f"{report.holdout_mae:.3f}"
-        self.progress.update(
-            self.task,
-            advance=1,
-            description=f"round {report.round}: ε={report.epsilon:.3f} MAE={mae}",
-        )
-
-
 def run_train(
     *,
     devices: int,
-    settings: TrainSettings,
+    settings: SimSettings,
     console: Console | None = None,
     ray_cpus: int | None = None,
     analytics_weeks: int = 0,
@@ -129,24 +114,10 @@ def run_train(
             token = settings.eligibility_token or SecretStr("")
             log_key = httpx.get(f"{url.rstrip('/')}/v1/log/key", timeout=30).text
             console.print(f"consent service: {url}")
-        federation = SimulatedFederation.create(
-            root / "sim",
-            devices=devices,
-            holdout_devices=settings.holdout_devices,
-            days=settings.days,
-            seed=seed,
-            consent_url=url,
-            log_key=log_key,
-            withdraw_at_round=settings.withdraw_at_round,
-            withdraw_fraction=settings.withdraw_fraction,
+        federation = SimulatedFederation.for_settings(
+            root / "sim", settings, devices=devices, seed=seed, consent_url=url, log_key=log_key
         )
         purposes = (TRAINING_PURPOSE, ANALYTICS_PURPOSE) if analytics_weeks else (TRAINING_PURPOSE,)
-        with console.status(f"{devices} synthetic devices decide on consent…"):
-            granted = federation.grant_share(settings.grant_fraction, purposes=purposes)
-        console.print(
-            f"{len(granted)} of {devices} devices granted {' and '.join(purposes)} "
-            f"(each receipt verified on the device)"
-        )
         plan = None
         if analytics_weeks:
             population = federation.spec.population()
@@ -163,28 +134,32 @@ def run_train(
             result=None,
             status="failed",
             reason="",
-            granted=granted,
             release_database_url=settings.resolved_release_database_url,
         )
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-        ) as progress:
-            observer = _ProgressObserver(progress, settings.rounds)
+        weeks = len(plan.weeks) if plan is not None else 0
+        with RunProgress(console, rounds=settings.rounds, weeks=weeks) as progress:
+            chosen = federation.choose_share(settings.grant_fraction)
+            decisions = progress.counter(
+                f"consent decisions ({' and '.join(purposes)})", len(chosen)
+            )
+            federation.grant(chosen, purposes=purposes, progress=decisions)
+            report.granted = chosen
+            console.print(
+                f"{len(chosen)} of {devices} devices granted {' and '.join(purposes)} "
+                f"(each receipt verified on the device)"
+            )
             try:
                 run_simulation(
                     server_app=make_server_app(
                         run_settings,
-                        observers=[federation, observer],
+                        observers=[federation, progress],
                         results=results,
                         analytics=plan,
+                        holdout=federation.holdout(),
                     ),
-                    client_app=make_client_app(defaults={"sim-root": str(root / "sim")}),
+                    client_app=make_sim_client_app(defaults={"sim-root": str(root / "sim")}),
                     num_supernodes=devices,
-                    backend_config=ray_backend_config(cpus=ray_cpus),  # type: ignore[arg-type]
+                    backend_config=ray_backend_config(cpus=ray_cpus),
                 )
             except EligibilityError as error:
                 report.reason = f"consent service failure: {error}"
@@ -200,7 +175,7 @@ def run_train(
         return report
 
 
-def _print_summary(console: Console, report: TrainReport, settings: TrainSettings) -> None:
+def _print_summary(console: Console, report: TrainReport, settings: SimSettings) -> None:
     result = report.result
     table = Table(title="released global models (each with its privacy cost)")
     for column in ("round", "eligible", "q", "expected", "ε spent (max user)", "holdout MAE"):
@@ -228,7 +203,7 @@ def _print_summary(console: Console, report: TrainReport, settings: TrainSetting
     if report.withdrawn:
         console.print(
             f"{len(report.withdrawn)} device(s) withdrew before round "
-            f"{settings.withdraw_at_round}: not sampled from then on"
+            f"{settings.withdraw_round}: not sampled from then on"
         )
     console.print(f"[{colour}]{report.status}[/{colour}]: {report.reason}")
     if result is not None and result.analytics:

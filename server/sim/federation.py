@@ -1,43 +1,31 @@
-"""A synthetic federation on one machine: consent service, devices' decisions, held-out set.
+"""A synthetic federation on one machine: the devices' consent decisions and held-out set.
 
-Used by ``moodfed train`` and by the ServerApp when a run has no consent service
-configured (``flwr run .`` in local simulation). Consent goes through the real
-service over HTTP and each simulated device decides with its own
-:class:`~client_sdk.ConsentClient`, keeping its verified receipts in its own folder,
-which is exactly what the device's training gate reads later.
+Used by ``moodfed train``, ``moodfed demo`` and the simulation app (``flwr run .`` with
+``simulation=true``). Consent goes through the real service over HTTP and each
+simulated device decides with its own :class:`~client_sdk.ConsentClient`, keeping its
+verified receipts in its own folder, which is exactly what the device's gates read later.
 """
 
 from __future__ import annotations
 
 import logging
-import secrets
-import socket
-import threading
-import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import numpy as np
-import uvicorn
-from pydantic import SecretStr
 
-from client_sdk.analytics import ANALYTICS_PURPOSE
 from client_sdk.consent_client import ConsentClient
-from client_sdk.simulated import FederationSpec, device_folder
+from client_sdk.protocol import ANALYTICS_PURPOSE, TRAINING_PURPOSE
+from client_sdk.sim import FederationSpec, device_folder
 from server.evaluation import HoldoutSet
-from server.settings import TRAINING_PURPOSE
+from server.observers import RunObserver
+from server.sim.holdout import holdout_from_population
+from server.sim.settings import SimSettings
 
-__all__ = [
-    "ANALYTICS_NOTICE",
-    "TRAINING_NOTICE",
-    "LocalConsentService",
-    "SimulatedFederation",
-    "local_consent_service",
-]
+__all__ = ["ANALYTICS_NOTICE", "NOTICES", "TRAINING_NOTICE", "SimulatedFederation"]
 
 log = logging.getLogger(__name__)
 
@@ -54,50 +42,8 @@ ANALYTICS_NOTICE = (
 NOTICES = {TRAINING_PURPOSE: TRAINING_NOTICE, ANALYTICS_PURPOSE: ANALYTICS_NOTICE}
 
 
-@dataclass(frozen=True, slots=True)
-class LocalConsentService:
-    """A running consent service: where it is, its token and its pinned log key."""
-
-    url: str
-    token: SecretStr
-    log_key: str
-
-
-@contextmanager
-def local_consent_service(folder: str | Path) -> Iterator[LocalConsentService]:
-    """The consent service on SQLite in ``folder``, on a free localhost port, in a thread."""
-    from consent import ConsentSettings, create_app
-    from consent.store import migrate
-
-    folder = Path(folder)
-    token = SecretStr(secrets.token_urlsafe(32))
-    settings = ConsentSettings(data_dir=folder, eligibility_token=token)
-    migrate(settings.resolved_database_url)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=port, log_level="warning", ws="none"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True, name="moodfed-consent")
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError(f"the consent service did not start (data in {folder})")
-        time.sleep(0.02)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        log_key = httpx.get(f"{url}/v1/log/key", timeout=10).text
-        yield LocalConsentService(url=url, token=token, log_key=log_key)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-
-
 @dataclass
-class SimulatedFederation:
+class SimulatedFederation(RunObserver):
     """The simulated devices of one run and their consent decisions.
 
     ``withdraw_at_round``/``withdraw_fraction``: before that round, that share of the
@@ -146,6 +92,31 @@ class SimulatedFederation:
             seed=seed,
         )
 
+    @classmethod
+    def for_settings(
+        cls,
+        root: str | Path,
+        settings: SimSettings,
+        *,
+        devices: int,
+        seed: int,
+        consent_url: str,
+        log_key: str,
+    ) -> SimulatedFederation:
+        """:meth:`create` with the diary length, held-out devices and withdrawal schedule
+        of ``settings``."""
+        return cls.create(
+            root,
+            devices=devices,
+            holdout_devices=settings.holdout_devices,
+            days=settings.days,
+            seed=seed,
+            consent_url=consent_url,
+            log_key=log_key,
+            withdraw_at_round=settings.withdraw_round,
+            withdraw_fraction=settings.withdraw_fraction,
+        )
+
     def device_key(self, index: int) -> str:
         return self.spec.population().device_key_for(index).device_key
 
@@ -165,6 +136,7 @@ class SimulatedFederation:
         action: str,
         workers: int,
         purposes: Sequence[str] = (TRAINING_PURPOSE,),
+        progress: Callable[[int], None] | None = None,
     ) -> None:
         # One connection pool for all the simulated devices: an httpx client costs about
         # 40 ms to make, which would dominate registering thousands of devices.
@@ -179,7 +151,9 @@ class SimulatedFederation:
                         client.withdraw(purpose, notice=NOTICES[purpose])
 
             with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-                list(pool.map(one, indices))
+                for done, _ in enumerate(pool.map(one, indices), 1):
+                    if progress is not None:
+                        progress(done)
 
     def grant(
         self,
@@ -187,10 +161,12 @@ class SimulatedFederation:
         *,
         workers: int = 8,
         purposes: Sequence[str] = (TRAINING_PURPOSE,),
+        progress: Callable[[int], None] | None = None,
     ) -> None:
-        """These devices grant ``purposes`` (signed on the device, sent, verified)."""
+        """These devices grant ``purposes`` (signed on the device, sent, verified);
+        ``progress`` hears how many devices are done."""
         chosen = list(indices)
-        self._decide(chosen, "grant", workers, purposes)
+        self._decide(chosen, "grant", workers, purposes, progress)
         self.granted = sorted(set(self.granted) | set(chosen))
 
     def withdraw(self, indices: Iterable[int], *, workers: int = 8) -> None:
@@ -199,17 +175,22 @@ class SimulatedFederation:
         self._decide(chosen, "withdraw", workers)
         self.withdrawn = sorted(set(self.withdrawn) | set(chosen))
 
+    def choose_share(self, fraction: float) -> list[int]:
+        """A reproducible ``fraction`` of the devices (the ones that will grant)."""
+        rng = np.random.default_rng([self.spec.seed, 1])
+        return [i for i in range(self.spec.devices) if rng.random() < fraction]
+
     def grant_share(
         self,
         fraction: float,
         *,
         workers: int = 8,
         purposes: Sequence[str] = (TRAINING_PURPOSE,),
+        progress: Callable[[int], None] | None = None,
     ) -> list[int]:
-        """A reproducible ``fraction`` of the devices grant; the rest never decide."""
-        rng = np.random.default_rng([self.spec.seed, 1])
-        chosen = [i for i in range(self.spec.devices) if rng.random() < fraction]
-        self.grant(chosen, workers=workers, purposes=purposes)
+        """:meth:`choose_share` grants; the rest never decide."""
+        chosen = self.choose_share(fraction)
+        self.grant(chosen, workers=workers, purposes=purposes, progress=progress)
         return chosen
 
     def before_round(self, round_number: int) -> None:
@@ -224,14 +205,11 @@ class SimulatedFederation:
             self.withdraw(chosen)
             log.info("Before round %s, %d device(s) withdrew consent", round_number, len(chosen))
 
-    def after_round(self, report: object) -> None:
-        """Nothing to do after a round (a round observer hook)."""
-
     def holdout(self) -> HoldoutSet | None:
         """The server's held-out synthetic devices, if any."""
         if self.spec.holdout_devices == 0:
             return None
         first = self.spec.devices
-        return HoldoutSet.from_population(
+        return holdout_from_population(
             self.spec.population(), range(first, first + self.spec.holdout_devices)
         )
