@@ -30,6 +30,7 @@ from client_sdk.secagg import (
     DeviceSession,
     MaskedInputReply,
     MaskedInputRequest,
+    NeighbourKeys,
     ReplyRejected,
     RoundAborted,
     RoundParams,
@@ -79,12 +80,13 @@ class Outcome:
     aborted: str | None
     refusals: dict[int, str]
     rejected: dict[int, str]
-    server_received: list[tuple[str, bytes]]
-    """(stage, bytes) of every reply the server was handed."""
+    server_received: list[tuple[str, int, bytes]]
+    """(stage, sender, bytes) of every reply the server was handed."""
     bytes_up: dict[int, int]
     bytes_down: dict[int, int]
     device_cpu: dict[str, dict[int, float]]
     server_cpu: float
+    server_cpu_by_stage: dict[str, float]
     server: ServerSession
 
 
@@ -166,17 +168,23 @@ class Round:
         self.fed = fed
         self.params = params
         self.tamper: Tamper = tamper or (lambda stage, node, message: message)
+        self.corrupt: Tamper = lambda stage, node, message: message
+        """Applied to each device's reply before it leaves (a misbehaving device)."""
         self.minimum_survivors = minimum_survivors
+        start = time.process_time()
         self.server = ServerSession(params, fed.attestations)
+        constructing = time.process_time() - start
         self.state: dict[int, bytes] = {}
         self.refusals: dict[int, str] = {}
         self.rejected: dict[int, str] = {}
-        self.received: list[tuple[str, bytes]] = []
+        self.received: list[tuple[str, int, bytes]] = []
         self.up: dict[int, int] = defaultdict(int)
         self.down: dict[int, int] = defaultdict(int)
         self.cpu: dict[str, dict[int, float]] = {stage: {} for stage in STAGES}
-        self.server_cpu = 0.0
+        self.server_cpu_by_stage: dict[str, float] = defaultdict(float)
+        self.server_cpu_by_stage["attestations"] = self.server_cpu = constructing
         self.silent: set[int] = set()
+        self._parsing: dict[int, float] = {}
         self.aborted: str | None = None
 
     def fork(self) -> Round:
@@ -187,14 +195,33 @@ class Round:
             setattr(twin, name, copy.copy(getattr(self, name)))
         twin.received = list(self.received)
         twin.cpu = {stage: dict(times) for stage, times in self.cpu.items()}
+        twin.server_cpu_by_stage = copy.copy(self.server_cpu_by_stage)
         return twin
+
+    def neighbour_keys(self) -> dict[int, NeighbourKeys]:
+        """Every node's advertised keys as the server would forward them (after stage 1)."""
+        return {
+            node: NeighbourKeys(
+                node_id=node,
+                c_pk=reply.c_pk,
+                s_pk=reply.s_pk,
+                signature=reply.signature,
+                attestation=self.fed.devices[node].attestation,
+            )
+            for stage, node, data in self.received
+            if stage == "advertise"
+            for reply in [from_wire(AdvertiseKeysReply, data)]
+        }
 
     # -- plumbing -------------------------------------------------------------------
 
     def _deliver(self, stage: str, node: int, request: Any, cls: type[Any]) -> Any:
         data = to_wire(self.tamper(stage, node, request))
         self.down[node] += len(data)
-        return from_wire(cls, data)
+        start = time.process_time()
+        message = from_wire(cls, data)
+        self._parsing[node] = time.process_time() - start  # device-side work
+        return message
 
     def _device(self, stage: str, node: int, work: Callable[[], Any]) -> bytes | None:
         start = time.process_time()
@@ -205,7 +232,8 @@ class Round:
             self.silent.add(node)
             return None
         data = to_wire(reply)
-        self.cpu[stage][node] = time.process_time() - start
+        self.cpu[stage][node] = time.process_time() - start + self._parsing.pop(node, 0.0)
+        data = to_wire(self.corrupt(stage, node, from_wire(type(reply), data)))
         self.up[node] += len(data)
         return data
 
@@ -220,15 +248,20 @@ class Round:
         return work
 
     def _take(self, stage: str, node: int, data: bytes, cls: type[Any], receive: Any) -> None:
-        self.received.append((stage, data))
+        self.received.append((stage, node, data))
         start = time.process_time()
         try:
             receive(node, from_wire(cls, data))
         except ReplyRejected as exc:
             self.rejected[node] = str(exc)
-        self.server_cpu += time.process_time() - start
+        self._charge(stage, start)
 
-    def _server(self, call: Callable[[], dict[int, Any]]) -> dict[int, Any]:
+    def _charge(self, stage: str, start: float) -> None:
+        spent = time.process_time() - start
+        self.server_cpu += spent
+        self.server_cpu_by_stage[stage] += spent
+
+    def _server(self, stage: str, call: Callable[[], dict[int, Any]]) -> dict[int, Any]:
         if self.aborted is not None:
             return {}
         start = time.process_time()
@@ -238,7 +271,7 @@ class Round:
             self.aborted = str(exc)
             return {}
         finally:
-            self.server_cpu += time.process_time() - start
+            self._charge(stage, start)
 
     def _live(self, requests: dict[int, Any], drop: Iterable[int]) -> list[tuple[int, Any]]:
         gone = set(drop)
@@ -248,7 +281,9 @@ class Round:
 
     def advertise(self, drop: Iterable[int] = ()) -> None:
         """Stages 0 and 1: setup, then each device's signed keys."""
-        for node, request in self._live(self._server(self.server.setup_requests), drop):
+        for node, request in self._live(
+            self._server("advertise", self.server.setup_requests), drop
+        ):
             setup = self._deliver("setup", node, request, SetupRequest)
 
             def start(node: int = node, setup: SetupRequest = setup) -> AdvertiseKeysReply:
@@ -268,7 +303,9 @@ class Round:
 
     def share_keys(self, drop: Iterable[int] = ()) -> None:
         """Stage 2: signed keys out, encrypted shares back."""
-        for node, request in self._live(self._server(self.server.share_keys_requests), drop):
+        for node, request in self._live(
+            self._server("share-keys", self.server.share_keys_requests), drop
+        ):
             message = self._deliver("share-keys", node, request, ShareKeysRequest)
             data = self._device("share-keys", node, self._session(node, "share_keys", message))
             if data is not None:
@@ -279,7 +316,9 @@ class Round:
         self, vectors: Mapping[int, NDArray[np.uint64]], drop: Iterable[int] = ()
     ) -> None:
         """Stage 3: shares out, masked vectors back."""
-        for node, request in self._live(self._server(self.server.masked_input_requests), drop):
+        for node, request in self._live(
+            self._server("masked-input", self.server.masked_input_requests), drop
+        ):
             message = self._deliver("masked-input", node, request, MaskedInputRequest)
             work = self._session(node, "masked_input", message, vectors[node])
             data = self._device("masked-input", node, work)
@@ -289,7 +328,7 @@ class Round:
 
     def unmask(self, drop: Iterable[int] = ()) -> None:
         """Stage 4: survivor lists out, shares back."""
-        for node, request in self._live(self._server(self.server.unmask_requests), drop):
+        for node, request in self._live(self._server("unmask", self.server.unmask_requests), drop):
             message = self._deliver("unmask", node, request, UnmaskRequest)
             data = self._device("unmask", node, self._session(node, "unmask", message))
             if data is not None:
@@ -304,7 +343,7 @@ class Round:
                 total = self.server.result()
             except RoundAborted as exc:
                 self.aborted = str(exc)
-            self.server_cpu += time.process_time() - start
+            self._charge("result", start)
         return Outcome(
             total=total,
             aborted=self.aborted,
@@ -315,6 +354,7 @@ class Round:
             bytes_down=dict(self.down),
             device_cpu=self.cpu,
             server_cpu=self.server_cpu,
+            server_cpu_by_stage=dict(self.server_cpu_by_stage),
             server=self.server,
         )
 

@@ -28,7 +28,7 @@ def test_a_masked_vector_is_uniform_even_when_the_input_is_extreme() -> None:
     outcome = fed.run(vectors)
     masked = [
         from_wire(MaskedInputReply, data).masked
-        for stage, data in outcome.server_received
+        for stage, _, data in outcome.server_received
         if stage == "masked-input"
     ]
 
@@ -59,5 +59,5 @@ def test_the_server_never_receives_a_planted_vector_in_the_clear() -> None:
     outcome = fed.run(vectors)
 
     assert outcome.total is not None and len(outcome.server_received) == 40
-    for _, data in outcome.server_received:
+    for _, _, data in outcome.server_received:
         assert not any(pattern in data for pattern in patterns)
