@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from consent.api.deps import JSON, BatcherDep, LedgerDep, SettingsDep, read_json_body
+from consent.api.deps import JSON, BatcherDep, LedgerDep, read_json_body
 from consent.api.errors import ERROR_RESPONSES
 from consent.models import DeviceState, Receipt
 from consent.statement import SignedRecord
@@ -27,12 +27,12 @@ router = APIRouter()
     },
     summary="Append a signed consent statement; answers with a verifiable receipt",
 )
-async def post_consent(
-    request: Request, settings: SettingsDep, ledger: LedgerDep, batcher: BatcherDep
-) -> Response:
-    # The body is read by hand (size limit while streaming, strict JSON) and the receipt,
-    # already a validated Receipt, is dumped once by pydantic rather than re-validated.
-    accepted = ledger.accept(await read_json_body(request, settings.max_body_bytes))
+async def post_consent(request: Request, batcher: BatcherDep) -> Response:
+    # The hot path: one dependency (the batcher knows its ledger), the body read by hand
+    # (size limit while streaming, strict JSON), and the receipt, already a validated
+    # Receipt, dumped once by pydantic rather than validated again as a response_model.
+    ledger = batcher.ledger
+    accepted = ledger.accept(await read_json_body(request, ledger.settings.max_body_bytes))
     receipt = await batcher.append(accepted)
     return Response(receipt.model_dump_json(), status_code=201, media_type=JSON)
 
