@@ -10,9 +10,10 @@ pycryptodome's ``Crypto.Protocol.SecretSharing.Shamir`` (which Flower's
 ``secure_aggregation.crypto.shamir`` wraps, with PKCS#7 padding that turns a 32-byte
 secret into three 16-byte chunks and a thread pool per call) does its ``GF(2**128)``
 multiplications bit by bit in pure Python: splitting a device's two secrets among 110
-neighbours with ``t = 44`` took 143 ms on this machine, and rebuilding one 16-byte chunk
-from 44 shares 40 ms, so a 500-device round would spend tens of seconds of server time
-on interpolation. Python's integers do the same job in about 1/30 of the time.
+neighbours with ``t = 44`` took 146 ms on this machine and rebuilding one 16-byte chunk
+from 44 shares 41 ms (a 500-device round would spend tens of seconds of server time on
+interpolation); with Python's integers the same split takes 0.7 ms and rebuilding a
+whole 32-byte secret 0.3 ms.
 
 Shares travel to their holder encrypted with ChaCha20-Poly1305 (``cryptography``),
 under the per-direction key of :func:`client_sdk.secagg.keys.share_key`, a random
@@ -74,8 +75,8 @@ def split_secret(secret: bytes, *, threshold: int, xs: Sequence[int]) -> list[in
     shares = []
     for x in xs:
         acc = 0
-        for coefficient in coefficients:  # Horner, highest degree first
-            acc = (acc * x + coefficient) % PRIME
+        for coefficient in coefficients:  # Horner, highest degree first, exact integers:
+            acc = acc * x + coefficient  # x is small, so one reduction at the end is cheaper
         shares.append((acc * x + constant) % PRIME)
     return shares
 

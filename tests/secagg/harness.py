@@ -15,7 +15,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, Self, TypeVar
 
 import numpy as np
 from flwr.app import RecordDict
@@ -45,7 +45,15 @@ from client_sdk.secagg.messages import AdvertiseKeysReply
 from server.secagg import ServerSession, choose_graph
 
 STAGES = ("advertise", "share-keys", "masked-input", "unmask")
+
+
+class _Message(Protocol):
+    @classmethod
+    def from_record_dict(cls, content: RecordDict) -> Self: ...
+
+
 M = TypeVar("M")
+P = TypeVar("P", bound=_Message)
 Tamper = Callable[[str, int, Any], Any]
 """(stage, recipient node, request) -> the request to deliver instead."""
 
@@ -55,12 +63,12 @@ def to_wire(message: Any) -> bytes:
     return bytes(serde.recorddict_to_proto(message.to_record_dict()).SerializeToString())
 
 
-def from_wire(cls: type[M], data: bytes) -> M:
+def from_wire(cls: type[P], data: bytes) -> P:
     """Parse protobuf bytes back into a RecordDict, then into ``cls``."""
     proto = ProtoRecordDict()
     proto.ParseFromString(data)
     content: RecordDict = serde.recorddict_from_proto(proto)
-    return cls.from_record_dict(content)  # type: ignore[attr-defined, no-any-return]
+    return cls.from_record_dict(content)
 
 
 @dataclass

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
@@ -46,7 +49,7 @@ MESSAGES = [
 
 
 @pytest.mark.parametrize("message", MESSAGES, ids=lambda m: type(m).__name__)
-def test_every_message_round_trips_through_its_wire_bytes(message: object) -> None:
+def test_every_message_round_trips_through_its_wire_bytes(message: Any) -> None:
     assert from_wire(type(message), to_wire(message)) == message
 
 
@@ -60,8 +63,8 @@ def test_setup_round_trips_and_other_records_may_ride_along() -> None:
     assert parsed.params == params and parsed.params.context == params.context
 
 
-def config(message: object) -> dict[str, object]:
-    return dict(message.to_record())  # type: ignore[attr-defined]
+def config(message: Any) -> dict[str, Any]:
+    return dict(message.to_record())
 
 
 GOOD_KEYS = config(MESSAGES[0])
@@ -89,7 +92,9 @@ GOOD_UNMASK = config(MESSAGES[7])
         (UnmaskReply, {**GOOD_UNMASK, "mask-shares": []}, "same length"),
     ],
 )
-def test_a_malformed_field_is_a_clear_error(cls: type, fields: dict, complaint: str) -> None:
+def test_a_malformed_field_is_a_clear_error(
+    cls: Any, fields: dict[str, Any], complaint: str
+) -> None:
     with pytest.raises(MessageError, match=complaint):
         cls.from_record(ConfigRecord(fields))
 
@@ -146,10 +151,10 @@ def test_a_malformed_masked_vector_is_a_clear_error(array: Array) -> None:
     ],
 )
 def test_bad_round_parameters_are_a_clear_error(field: str, value: object, complaint: str) -> None:
-    fields = Federation(5, seed=2).params().to_fields()
-    fields[field] = value  # type: ignore[assignment]
+    params_fields = Federation(5, seed=2).params().to_fields()
+    fields: dict[str, Any] = {**params_fields, field: value}
     with pytest.raises(MessageError, match=complaint):
-        SetupRequest.from_record(ConfigRecord(fields))  # type: ignore[arg-type]
+        SetupRequest.from_record(ConfigRecord(fields))
 
 
 def test_every_parameter_changes_the_context_every_key_is_bound_to() -> None:
@@ -201,7 +206,7 @@ def test_a_device_session_round_trips_through_bytes_at_every_stage() -> None:
         lambda d: d.replace(b'"refusal":null', b'"refusal":null,"extra":1'),
     ],
 )
-def test_damaged_session_bytes_are_a_clear_error(damage: object) -> None:
+def test_damaged_session_bytes_are_a_clear_error(damage: Callable[[bytes], bytes]) -> None:
     fed = Federation(5, vector_length=4, modulus_bits=16, seed=10)
     round_ = Round(fed, fed.params())
     round_.advertise()
@@ -209,4 +214,4 @@ def test_damaged_session_bytes_are_a_clear_error(damage: object) -> None:
     data = next(iter(round_.state.values()))
 
     with pytest.raises(MessageError):
-        DeviceSession.from_bytes(damage(data))  # type: ignore[operator]
+        DeviceSession.from_bytes(damage(data))

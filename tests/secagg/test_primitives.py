@@ -102,15 +102,16 @@ def test_encrypted_shares_open_only_for_the_right_key_round_and_pair() -> None:
     box = encrypt_shares(key, context=context, sender=1, recipient=2, key_share=11, mask_share=22)
 
     assert decrypt_shares(key, box, context=context, sender=1, recipient=2) == (11, 22)
-    for wrong in [
-        {"key": secrets.token_bytes(32)},
-        {"context": bytes(32)},
-        {"sender": 3},
-        {"recipient": 1},
+    for wrong_key, wrong_context, sender, recipient in [
+        (secrets.token_bytes(32), context, 1, 2),
+        (key, bytes(32), 1, 2),
+        (key, context, 3, 2),
+        (key, context, 1, 1),
     ]:
-        args = {"key": key, "context": context, "sender": 1, "recipient": 2} | wrong
         with pytest.raises(ValueError, match="authenticate"):
-            decrypt_shares(args.pop("key"), box, **args)  # type: ignore[arg-type]
+            decrypt_shares(
+                wrong_key, box, context=wrong_context, sender=sender, recipient=recipient
+            )
     flipped = bytearray(box)
     flipped[20] ^= 1
     with pytest.raises(ValueError, match="authenticate"):
@@ -194,3 +195,10 @@ def test_the_lagrange_weights_of_every_subset_sum_to_one() -> None:
     ones = [(x, 1) for x in xs]
     for subset in itertools.combinations(ones, 4):
         assert combine_shares(list(subset), threshold=4) == (1).to_bytes(32, "big")
+
+
+def test_the_field_is_the_least_prime_above_2_to_the_256() -> None:
+    from Crypto.Util.number import isPrime
+
+    assert PRIME == 2**256 + 297 and isPrime(PRIME)
+    assert not any(isPrime(2**256 + c) for c in range(1, 297))

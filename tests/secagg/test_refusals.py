@@ -154,7 +154,7 @@ def test_the_same_public_key_under_two_nodes_is_refused(fed: Federation) -> None
 
 def test_a_neighbour_outside_the_graph_is_refused() -> None:
     fed = Federation(12, vector_length=4, modulus_bits=16, seed=4)
-    sparse = {"degree": 4, "threshold": 3, "min_survivors": 8}
+    sparse: dict[str, Any] = {"degree": 4, "threshold": 3, "min_survivors": 8}
     params = fed.params(**sparse)
     target = params.ring[0]
     stranger = params.ring[6]  # opposite side of the ring: not a neighbour with d = 4

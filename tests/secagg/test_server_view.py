@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import chisquare
+from scipy.stats import chisquare  # type: ignore[import-untyped]  # scipy has no stubs here
 
 from client_sdk.secagg import MaskedInputReply
 from tests.secagg.harness import Federation, from_wire, random_vectors, to_wire
