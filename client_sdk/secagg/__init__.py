@@ -70,14 +70,20 @@ Departures from the paper, and what they mean:
 - The server checks each rebuilt ``s_sk`` against its advertised ``s_pk`` and aborts on a
   mismatch rather than releasing a wrong sum.
 
+Who must collude to learn one device's input. A server that follows the protocol
+learns only the sum of at least ``min_survivors`` inputs unless ``t`` of that device's
+neighbours pool their shares with it (and, on a sparse graph, the bounds of
+``server.secagg.choose_graph`` hold: they fail with probability at most 2**-40). A
+server that deviates needs only ``2t - d`` colluding neighbours: it tells some
+neighbours "it survived" and others "it dropped" and rebuilds both secrets. That is
+about a third of the cohort on the complete graph (``t = d - floor(n / 3)``) but 2 on
+the sparse graphs, whose ``t`` is ``d / 2 + 1``.
+
 What a malicious server can still do (this is the semi-honest protocol, hardened):
 choose the ring and so the graph; lie about the cohort it sampled and about who
 dropped out (it can drop honest devices to shrink the sum down to ``min_survivors``,
 never below); register sybil devices with attested device keys of its own and place
-them as a target's neighbours; with ``2t - d`` colluding neighbours of a device, tell
-them different survivor sets and rebuild both its secrets, so learn its input. The
-server alone, with fewer colluders, learns only the sum of at least ``min_survivors``
-inputs.
+them as a target's neighbours; equivocate in unmasking as above.
 
 >>> from client_sdk.secagg import DeviceSession, RoundParams, SetupRequest
 """
