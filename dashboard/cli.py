@@ -1,4 +1,4 @@
-"""``moodfed dashboard hash-password`` and ``moodfed dashboard run``."""
+"""The ``moodfed dashboard`` commands: ``hash-password``, ``run`` and ``screenshot``."""
 
 from __future__ import annotations
 
@@ -66,6 +66,36 @@ def run_command(
     """Run the dashboard (``streamlit run dashboard/app.py``) with the MOODFED_ settings."""
     command = streamlit_command(port=port, host=host)
     raise typer.Exit(subprocess.call(command, env=os.environ.copy()))  # noqa: S603
+
+
+@app.command("screenshot")
+def screenshot_command(
+    output: Annotated[
+        Path, typer.Option("--output", help="where to write the PNG, e.g. docs/dashboard.png")
+    ],
+    releases_url: Annotated[
+        str | None,
+        typer.Option(
+            help="the release store to show; default: a demo store seeded by the real "
+            "pipeline in a temporary folder"
+        ),
+    ] = None,
+    chromium: Annotated[
+        Path | None,
+        typer.Option(help="the Chromium to drive (default /usr/bin/chromium; never downloaded)"),
+    ] = None,
+) -> None:
+    """Save the Overview page's screenshot: start the dashboard, log in, capture, stop."""
+    from dashboard import screenshot  # Playwright and the seeding load only for this command
+
+    try:
+        saved = screenshot.save_overview_screenshot(
+            output, releases_url=releases_url, chromium=chromium or screenshot.CHROMIUM
+        )
+    except (ImportError, FileNotFoundError, screenshot.DashboardStartError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"wrote {saved}")
 
 
 if __name__ == "__main__":
