@@ -212,7 +212,7 @@ def screenshot_page(page: Page, path: Path) -> Path:
 def seed_demo_store(folder: Path) -> str:
     """A release store made by the real pipeline over a synthetic population (as the tests')."""
     # Imported here: the dashboard never loads the simulation unless asked to seed.
-    from server.release_seed import seed_release_store
+    from server.sim.seed import seed_release_store
 
     url = f"sqlite:///{folder / 'releases.db'}"
     seed_release_store(url, weeks=12, cohorts=16, devices=900, training_rounds=6, seed=5)

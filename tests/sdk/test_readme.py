@@ -43,4 +43,4 @@ def test_the_readme_sdk_example_runs(
     out = capsys.readouterr().out
     assert out.startswith("2 [(4, ")  # two good Daylio rows, the unknown mood on line 4 reported
     assert namespace["device"].consent.decision("model-training").action == "withdraw"
-    assert namespace["receipt"]["tree_size"] >= 1
+    assert namespace["receipt"].tree_size >= 1
