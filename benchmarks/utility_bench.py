@@ -72,15 +72,17 @@ TARGET_OF_CENTRALIZED = 1.10
 
 # The settings the DP-FedAvg rows use (chosen on this population; see the report).
 CLIPPING_NORM = 0.5
+# Two Poisson-sampled steps at q = 0.5 a round (about one pass over a year's diary of
+# ~250 examples; the same for every device whatever its diary holds).
 LOCAL = LocalTrainingConfig(
-    epochs=1,
-    batch_size=128,
+    steps=2,
+    sample_rate=0.5,
     learning_rate=0.5,
     noise_multiplier=1.0,
     max_grad_norm=1.0,
     delta=DEVICE_DELTA,
 )
-NONPRIVATE_LOCAL = LocalTrainingConfig(epochs=1, batch_size=32, learning_rate=0.1)
+NONPRIVATE_LOCAL = LocalTrainingConfig(steps=8, sample_rate=0.125, learning_rate=0.1)
 # Centralized: five epochs of plain SGD, the learning rate decaying over the last three.
 CENTRAL_RATES = (0.05, 0.05, 0.02, 0.01, 0.005)
 CENTRAL_BATCH = 64
@@ -134,8 +136,12 @@ def centralized(data: Data, seed: int) -> dict[str, Any]:
     X = np.concatenate([x for x, _ in data.train])
     y = np.concatenate([y for _, y in data.train])
     model = create_model(seed=seed)
-    for epoch, rate in enumerate(CENTRAL_RATES):
-        config = LocalTrainingConfig(epochs=1, batch_size=CENTRAL_BATCH, learning_rate=rate)
+    for epoch, rate in enumerate(CENTRAL_RATES):  # an epoch: n / batch steps at q = batch / n
+        config = LocalTrainingConfig(
+            steps=-(-len(y) // CENTRAL_BATCH),
+            sample_rate=CENTRAL_BATCH / len(y),
+            learning_rate=rate,
+        )
         train_nonprivate(model, X, y, config=config, seed=seed + epoch)
     raw, rounded = model_mae(get_weights(model), data)
     return {
@@ -238,22 +244,20 @@ def device_epsilons(participations: Counter[int], data: Data) -> tuple[float, fl
 
 
 def _device_epsilons(participations: Counter[int], data: Data, folder: Path) -> tuple[float, float]:
-    cache: dict[tuple[int, int], float] = {}
+    cache: dict[int, float] = {}  # q and steps do not depend on the diary: only on the rounds
     epsilons = []
-    for index, times in participations.items():
-        n = len(data.train[index][1])
-        key = (n, times)
-        if key not in cache:
+    for times in participations.values():
+        if times not in cache:
             ledger = DeviceAccountant(
-                folder / f"{n}-{times}.json", epsilon_budget=1e9, delta=DEVICE_DELTA
+                folder / f"{times}.json", epsilon_budget=1e9, delta=DEVICE_DELTA
             )
             ledger.record(
                 noise_multiplier=LOCAL.noise_multiplier,
-                sample_rate=LOCAL.sample_rate(n),
-                steps=LOCAL.steps(n) * times,
+                sample_rate=LOCAL.sample_rate,
+                steps=LOCAL.steps * times,
             )
-            cache[key] = ledger.epsilon()
-        epsilons.append(cache[key])
+            cache[times] = ledger.epsilon()
+        epsilons.append(cache[times])
     return statistics.median(epsilons), max(epsilons)
 
 
@@ -288,8 +292,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "device_delta": DEVICE_DELTA,
         "clipping_norm": CLIPPING_NORM,
         "local": {
-            "epochs": LOCAL.epochs,
-            "batch_size": LOCAL.batch_size,
+            "steps": LOCAL.steps,
+            "sample_rate": LOCAL.sample_rate,
             "learning_rate": LOCAL.learning_rate,
             "noise_multiplier": LOCAL.noise_multiplier,
             "max_grad_norm": LOCAL.max_grad_norm,

@@ -119,7 +119,7 @@ class TrainConfig:
     On the wire each field is a ConfigRecord entry named with hyphens
     (``clipping_norm`` -> ``"clipping-norm"``).
 
-    >>> config = TrainConfig(round=2, clipping_norm=1.0, local_epochs=1, batch_size=16,
+    >>> config = TrainConfig(round=2, clipping_norm=1.0, local_steps=5, sample_rate=0.2,
     ...     learning_rate=0.05, device_noise_multiplier=1.0, device_max_grad_norm=1.0,
     ...     device_epsilon_budget=10.0, device_delta=1e-4)
     >>> TrainConfig.from_record(config.to_record()) == config
@@ -128,8 +128,8 @@ class TrainConfig:
 
     round: int
     clipping_norm: float
-    local_epochs: int
-    batch_size: int
+    local_steps: int
+    sample_rate: float
     learning_rate: float
     device_noise_multiplier: float
     device_max_grad_norm: float

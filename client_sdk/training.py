@@ -2,7 +2,8 @@
 plain SGD it is compared with.
 
 One DP-SGD step (Abadi et al. 2016, as Opacus runs it) on a batch drawn by Poisson
-sampling (each example independently with probability ``q = batch_size / n``):
+sampling (each example independently with probability ``q``, the config's
+``sample_rate``):
 
 1. the gradient ``g_i`` of each example's squared error, on its own;
 2. each scaled by :func:`privacy.clip_factors` to L2 norm at most ``max_grad_norm`` (C);
@@ -10,8 +11,11 @@ sampling (each example independently with probability ``q = batch_size / n``):
    :func:`privacy.gaussian_noise`), divided by the *expected* batch size ``q * n``;
 4. an SGD step on that gradient.
 
-Steps 1-3 are :class:`client_sdk.dpsgd.DPSGD`. The privacy cost, ``steps``
-Poisson-subsampled Gaussians with (noise_multiplier, q), is charged to the
+Steps 1-3 are :class:`client_sdk.dpsgd.DPSGD`. ``q`` and the number of steps are
+fixed by the config, never derived from the diary: the privacy cost, ``steps``
+Poisson-subsampled Gaussians with (noise_multiplier, q), then says nothing about how
+many examples a device holds, and every device with the same settings pays the same
+(so a device computes its RDP curve once, not once per diary size). It is charged to the
 :class:`privacy.DeviceAccountant` before the first step, so an interrupted run is
 over-counted, never under-counted; the accountant refuses (raising
 :class:`privacy.BudgetExceededError`) training that would pass the device's budget.
@@ -27,10 +31,10 @@ here: a small DP-SGD run 6x slower with two threads, and one step (part (a) of
 >>> from client_sdk.model import create_model
 >>> from client_sdk.sim.synthetic import SyntheticPopulation
 >>> X, y, _ = SyntheticPopulation(3, days=60, seed=1).examples()
->>> config = LocalTrainingConfig(batch_size=16, noise_multiplier=1.0)
+>>> config = LocalTrainingConfig(steps=4, sample_rate=0.2, noise_multiplier=1.0)
 >>> result = train_locally(create_model(seed=0), X, y, config=config, seed=0)
->>> result.steps == config.steps(len(X)), result.epsilon is None
-(True, True)
+>>> result.steps, result.epsilon is None
+(4, True)
 """
 
 from __future__ import annotations
@@ -66,26 +70,25 @@ __all__ = [
 class LocalTrainingConfig:
     """How a device trains locally, and its record-level DP-SGD settings.
 
-    ``batch_size`` is the *expected* batch size: DP-SGD draws each batch by Poisson
-    sampling with rate ``batch_size / n`` (capped at 1). One epoch is
-    ``n / batch_size`` steps, rounded (at least one), so each example is used about
-    ``epochs`` times. ``noise_multiplier`` is sigma (noise std over ``max_grad_norm``,
+    Each of the ``steps`` steps draws its batch by Poisson sampling with rate
+    ``sample_rate`` (q): the expected batch is ``q * n`` and each example is used about
+    ``steps * q`` times. ``noise_multiplier`` is sigma (noise std over ``max_grad_norm``,
     the per-example clipping norm); 0 means no noise and no clipping, i.e. plain SGD
     (:func:`train_nonprivate`), which no accountant accepts. ``delta`` is the delta at
     which the device's epsilon is reported: it must equal its accountant's.
 
-    The defaults suit the synthetic diaries (a few hundred examples per device):
-    plain SGD with learning rate 0.1 on clipped per-example gradients of the squared
-    error, C = 1.0 (most per-example gradient norms of a fresh model are between 1
-    and 5, so clipping is active but not crushing), sigma = 1.0.
+    The defaults suit the synthetic diaries (a hundred to a few hundred examples per
+    device): five steps at q = 0.2 (about one pass), plain SGD with learning rate 0.1
+    on clipped per-example gradients of the squared error, C = 1.0 (most per-example
+    gradient norms of a fresh model are between 1 and 5, so clipping is active but not
+    crushing), sigma = 1.0.
 
-    >>> config = LocalTrainingConfig(batch_size=32)
-    >>> config.sample_rate(256), config.steps(256)
-    (0.125, 8)
+    >>> LocalTrainingConfig(steps=10, sample_rate=0.1).expected_batch(256)
+    25.6
     """
 
-    epochs: int = 1
-    batch_size: int = 32
+    steps: int = 5
+    sample_rate: float = 0.2
     learning_rate: float = 0.1
     noise_multiplier: float = 1.0
     max_grad_norm: float = 1.0
@@ -93,10 +96,11 @@ class LocalTrainingConfig:
     momentum: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InvalidArgumentError(f"{name} must be a positive integer, got {value!r}")
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
+            raise InvalidArgumentError(f"steps must be a positive integer, got {self.steps!r}")
+        _check_real("sample_rate", self.sample_rate, positive=True)
+        if self.sample_rate > 1:
+            raise InvalidArgumentError(f"sample_rate must be in (0, 1], got {self.sample_rate!r}")
         _check_real("learning_rate", self.learning_rate, positive=True)
         _check_real("noise_multiplier", self.noise_multiplier, positive=False)
         _check_real("max_grad_norm", self.max_grad_norm, positive=True)
@@ -109,23 +113,18 @@ class LocalTrainingConfig:
     def from_train_config(cls, config: TrainConfig) -> LocalTrainingConfig:
         """The local training a round's ``train-config`` asks for."""
         return cls(
-            epochs=config.local_epochs,
-            batch_size=config.batch_size,
+            steps=config.local_steps,
+            sample_rate=config.sample_rate,
             learning_rate=config.learning_rate,
             noise_multiplier=config.device_noise_multiplier,
             max_grad_norm=config.device_max_grad_norm,
             delta=config.device_delta,
         )
 
-    def sample_rate(self, num_examples: int) -> float:
-        """Poisson sampling rate q for a device with ``num_examples`` examples."""
+    def expected_batch(self, num_examples: int) -> float:
+        """The expected batch size q * n: DP-SGD's fixed denominator."""
         _check_count(num_examples)
-        return min(1.0, self.batch_size / num_examples)
-
-    def steps(self, num_examples: int) -> int:
-        """DP-SGD steps of one :func:`train_locally` call on ``num_examples`` examples."""
-        _check_count(num_examples)
-        return self.epochs * max(1, round(num_examples / self.batch_size))
+        return self.sample_rate * num_examples
 
 
 def _check_real(name: str, value: float, *, positive: bool) -> None:
@@ -230,8 +229,8 @@ def train_locally(
 ) -> LocalTrainingResult:
     """Train ``model`` in place on ``(X, y)`` with record-level DP-SGD; return its new weights.
 
-    With an ``accountant``, the whole run (``config.steps(n)`` steps at sampling rate
-    ``config.sample_rate(n)`` and ``config.noise_multiplier``) is charged to it first;
+    With an ``accountant``, the whole run (``config.steps`` steps at sampling rate
+    ``config.sample_rate`` and ``config.noise_multiplier``) is charged to it first;
     if that would pass the device's budget it raises
     :class:`privacy.BudgetExceededError` and neither the model nor the accountant
     changes. ``result.epsilon`` is then the device's epsilon after the run.
@@ -255,29 +254,34 @@ def train_locally(
     if config.noise_multiplier == 0:
         return train_nonprivate(model, features, targets, config=config, seed=seed)
     n = len(targets)
-    sample_rate = config.sample_rate(n)
-    steps = config.steps(n)
+    sample_rate, steps = config.sample_rate, config.steps
     rng = secure_rng() if seed is None else np.random.default_rng(seed)
     dpsgd = DPSGD(  # refuses an unusable model before anything is charged
         model,
         max_grad_norm=config.max_grad_norm,
         noise_multiplier=config.noise_multiplier,
-        expected_batch_size=sample_rate * n,
+        expected_batch_size=config.expected_batch(n),
         rng=rng,
         per_example=per_example,
     )
+    # Charge first (raises, recording nothing, if over budget); the charge is written to
+    # disk while the model trains, and this returns only once it is durable.
+    charge = (
+        accountant.charging(
+            noise_multiplier=config.noise_multiplier, sample_rate=sample_rate, steps=steps
+        )
+        if accountant is not None
+        else contextlib.nullcontext()
+    )
     try:
-        if accountant is not None:  # charge first: raises, recording nothing, if over budget
-            accountant.record(
-                noise_multiplier=config.noise_multiplier, sample_rate=sample_rate, steps=steps
-            )
-        model.train()
-        optimizer = _optimizer(model, config)
-        with torch.enable_grad(), single_thread():
-            for batch in poisson_batches(n, sample_rate=sample_rate, steps=steps, rng=rng):
-                index = torch.from_numpy(batch)
-                dpsgd.gradients(features[index], targets[index])
-                optimizer.step()
+        with charge:
+            model.train()
+            optimizer = _optimizer(model, config)
+            with torch.enable_grad(), single_thread():
+                for batch in poisson_batches(n, sample_rate=sample_rate, steps=steps, rng=rng):
+                    index = torch.from_numpy(batch)
+                    dpsgd.gradients(features[index], targets[index])
+                    optimizer.step()
     finally:
         dpsgd.close()
     epsilon = accountant.epsilon() if accountant is not None else None
@@ -294,9 +298,9 @@ def train_nonprivate(
 ) -> LocalTrainingResult:
     """Plain minibatch SGD on the mean squared error: the non-private baseline.
 
-    Uses ``config``'s epochs, batch size, learning rate and momentum and ignores its
-    DP settings; each epoch visits every example once in a shuffled order
-    (``ceil(n / batch_size)`` steps). Trains ``model`` in place; ``epsilon`` is None.
+    The same schedule as :func:`train_locally` (``config.steps`` steps, each on a
+    Poisson-sampled batch at ``config.sample_rate``, learning rate and momentum) without
+    clipping or noise. Trains ``model`` in place; ``epsilon`` is None.
     """
     config = config if config is not None else LocalTrainingConfig()
     features, targets = _as_examples(X, y)
@@ -304,15 +308,15 @@ def train_nonprivate(
     rng = np.random.default_rng(seed)
     model.train()
     optimizer = _optimizer(model, config)
-    steps = 0
     with single_thread():
-        for _ in range(config.epochs):
-            order = torch.from_numpy(rng.permutation(n))
-            for start in range(0, n, config.batch_size):
-                index = order[start : start + config.batch_size]
-                nonprivate_gradients(model, features[index], targets[index])
-                optimizer.step()
-                steps += 1
+        for batch in poisson_batches(
+            n, sample_rate=config.sample_rate, steps=config.steps, rng=rng
+        ):
+            if len(batch) == 0:
+                continue  # nothing to learn from: the step is skipped, not taken on zeros
+            index = torch.from_numpy(batch)
+            nonprivate_gradients(model, features[index], targets[index])
+            optimizer.step()
     for parameter in model.parameters():
         parameter.grad = None
-    return LocalTrainingResult(weights=get_weights(model), steps=steps, epsilon=None)
+    return LocalTrainingResult(weights=get_weights(model), steps=config.steps, epsilon=None)

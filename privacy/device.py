@@ -7,7 +7,8 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +114,7 @@ class DeviceAccountant:
         self.epsilon_budget = float(epsilon_budget)
         self.delta = float(delta)
         self._history, self._rdp = self._load()
-        self._epsilon = rdp_epsilon(self._rdp, delta=self.delta) if self._history else 0.0
+        self._epsilon: float | None = None if self._history else 0.0  # computed when asked
 
     @property
     def history(self) -> list[Step]:
@@ -178,6 +179,8 @@ class DeviceAccountant:
 
     def epsilon(self) -> float:
         """Epsilon spent at this device's delta (dp-accounting RDP at :data:`RDP_ORDERS`)."""
+        if self._epsilon is None:
+            self._epsilon = rdp_epsilon(self._rdp, delta=self.delta)
         return self._epsilon
 
     def would_exceed(self, *, noise_multiplier: float, sample_rate: float, steps: int) -> bool:
@@ -191,13 +194,48 @@ class DeviceAccountant:
         Raises :class:`BudgetExceededError` and records nothing if they would pass the
         budget: the device must then not train.
         """
+        with self.charging(noise_multiplier=noise_multiplier, sample_rate=sample_rate, steps=steps):
+            pass
+
+    @contextlib.contextmanager
+    def charging(
+        self, *, noise_multiplier: float, sample_rate: float, steps: int
+    ) -> Iterator[None]:
+        """Charge these steps, run the block (the training), and exit only once the charge
+        is on disk.
+
+        The budget is checked before the block runs (:class:`BudgetExceededError`, nothing
+        recorded). The fsync-ed write then runs in a thread beside the block, so the disk
+        and the training overlap; what the block computed may leave the device only after
+        this exits, so a crash before then leaves nothing released and, at worst, a
+        charge recorded for it (over-counted, never under-counted). A failed write raises
+        :class:`PrivacyError` here, after the block.
+        """
         step = _check_step(noise_multiplier, sample_rate, steps)
         curve, epsilon = self._after(step)
         if epsilon > self.epsilon_budget:
             raise BudgetExceededError(["this device"], epsilon_budget=self.epsilon_budget)
         history = _appended(self._history, step)
-        self._save(history, curve)
-        self._history, self._rdp, self._epsilon = history, curve, epsilon
+        failures: list[BaseException] = []
+
+        def save() -> None:
+            try:
+                self._save(history, curve)
+            except BaseException as error:  # reported on the caller's thread below
+                failures.append(error)
+
+        writer = threading.Thread(target=save, name="dp-ledger-write")
+        writer.start()
+        try:
+            yield
+        finally:
+            writer.join()
+            if not failures:
+                self._history, self._rdp, self._epsilon = history, curve, epsilon
+        if failures:
+            raise PrivacyError(
+                f"could not write the device privacy ledger {self.path}: {failures[0]}"
+            ) from failures[0]
 
     @property
     def exhausted(self) -> bool:

@@ -37,7 +37,7 @@ NO_CONSENT_SERVICE = (
     "no consent service is configured, so no device's consent can be checked and nothing "
     "will run: set MOODFED_CONSENT_URL to the consent service's address and "
     "MOODFED_ELIGIBILITY_TOKEN to its eligibility token (for a local simulation on "
-    "synthetic devices, run the simulation app with the run config simulation=true)"
+    "synthetic devices instead: flwr run . --run-config simulation=true)"
 )
 
 

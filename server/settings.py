@@ -62,8 +62,10 @@ class TrainSettings(BaseSettings):
 
     # Record-level DP-SGD on the device (sent in each train message; a device may keep
     # a stricter budget of its own in its node config).
-    local_epochs: int = Field(default=1, ge=1, description="DP-SGD epochs on each device")
-    batch_size: int = Field(default=16, ge=1, description="expected DP-SGD batch on a device")
+    local_steps: int = Field(default=5, ge=1, description="DP-SGD steps on each device a round")
+    sample_rate: float = Field(
+        default=0.2, gt=0, le=1, description="DP-SGD's Poisson sampling rate on each device"
+    )
     learning_rate: float = Field(default=0.05, gt=0, description="DP-SGD learning rate")
     device_noise_multiplier: float = Field(
         default=1.0, gt=0, description="DP-SGD noise multiplier on each device"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
@@ -26,11 +27,22 @@ class InProcessGrid(Grid):
     """``num_nodes`` virtual SuperNodes running ``client_app`` in this process.
 
     Node ``i`` has ``partition-id`` ``i`` in its node config, as in Flower's
-    Simulation Engine; a ClientApp exception becomes an error reply, as there.
+    Simulation Engine; a ClientApp exception becomes an error reply, as there. Up to
+    ``workers`` nodes handle their messages at the same time (threads), as the
+    Simulation Engine runs one ClientApp per CPU: a device's waits (its disk, the
+    consent service) then overlap with the others' work, as they do on separate phones.
     """
 
-    def __init__(self, client_app: ClientApp, *, num_nodes: int, run_id: int | None = None) -> None:
+    def __init__(
+        self,
+        client_app: ClientApp,
+        *,
+        num_nodes: int,
+        run_id: int | None = None,
+        workers: int = 1,
+    ) -> None:
         self.client_app = client_app
+        self.workers = max(1, workers)
         run_id = run_id if run_id is not None else secrets.randbits(63)
         TaskIdentity.run_id = run_id
         TaskIdentity.node_id = 1
@@ -52,7 +64,6 @@ class InProcessGrid(Grid):
             for index, node_id in enumerate(node_ids)
         }
         self._replies: dict[str, Message] = {}
-        self.messages_delivered = 0
 
     def set_run(self, run: Run) -> None:
         self._run = run
@@ -75,7 +86,6 @@ class InProcessGrid(Grid):
         return list(self._contexts)
 
     def _deliver(self, message: Message) -> Message:
-        self.messages_delivered += 1
         context = self._contexts[message.metadata.dst_node_id]
         try:
             return self.client_app(message, context)
@@ -86,11 +96,14 @@ class InProcessGrid(Grid):
             )
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        ids = []
-        for message in messages:
-            message_id = secrets.token_hex(16)
-            self._replies[message_id] = self._deliver(message)
-            ids.append(message_id)
+        batch = list(messages)
+        if self.workers == 1:
+            replies = [self._deliver(message) for message in batch]
+        else:
+            with ThreadPoolExecutor(max_workers=self.workers) as pool:
+                replies = list(pool.map(self._deliver, batch))
+        ids = [secrets.token_hex(16) for _ in batch]
+        self._replies.update(zip(ids, replies, strict=True))
         return ids
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:

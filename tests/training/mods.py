@@ -131,9 +131,9 @@ class ReplayAttestation:
         reply = call_next(message, context)
         if partition(context) != self.victim or message.metadata.message_type != "query.attest":
             return reply
-        from client_sdk.client_app import open_local_device
+        from client_sdk.sim.client_app import open_simulated_device
 
-        with open_local_device(context, {"sim-root": self.sim_root}) as device:
+        with open_simulated_device(context, {"sim-root": self.sim_root}) as device:
             fields = sign_attestation(
                 device.key,
                 run_id=message.metadata.run_id,

@@ -116,7 +116,7 @@ def test_a_device_refuses_to_train_when_its_own_record_says_withdrawn_even_if_sa
 
 
 def _train_message(weights: list[np.ndarray]) -> Message:
-    settings = TrainSettings(device_epsilon_budget=50.0, batch_size=8)
+    settings = TrainSettings(device_epsilon_budget=50.0)
     content = RecordDict(
         {
             GLOBAL_MODEL_RECORD: ArrayRecord(weights),

@@ -158,7 +158,7 @@ def test_two_rounds_on_the_deployment_engine_train_only_the_consenting_devices(
             str(ROOT),
             "moodfed-local",
             "--run-config",
-            f"rounds=2 expected-devices=2.0 min-nodes={DEVICES} batch-size=8",
+            f"rounds=2 expected-devices=2.0 min-nodes={DEVICES}",
             "--stream",
         ],
         env={**os.environ, **no_uv, "FLWR_HOME": str(cli_home)},

@@ -291,10 +291,10 @@ def test_one_local_step_moves_the_weights_by_the_clipped_mean_gradient_plus_scal
     population: tuple[np.ndarray, np.ndarray, np.ndarray],
 ) -> None:
     X, y = population[0][:16], population[1][:16]
-    # batch_size >= n: Poisson sampling with rate 1 takes every example, in one step.
-    config = LocalTrainingConfig(batch_size=16, learning_rate=1.0, max_grad_norm=0.5)
+    # Poisson sampling with rate 1 takes every example, in one step.
+    config = LocalTrainingConfig(steps=1, sample_rate=1.0, learning_rate=1.0, max_grad_norm=0.5)
     quiet = LocalTrainingConfig(
-        batch_size=16, learning_rate=1.0, max_grad_norm=0.5, noise_multiplier=1e-12
+        steps=1, sample_rate=1.0, learning_rate=1.0, max_grad_norm=0.5, noise_multiplier=1e-12
     )
     expected, _ = hand_clipped_mean(
         trained_looking_model(), torch.from_numpy(X), torch.from_numpy(y), max_grad_norm=0.5,
@@ -335,18 +335,24 @@ def test_poisson_sampling_can_draw_an_empty_batch() -> None:
     assert 0 in sizes
 
 
-def test_the_sample_rate_and_steps_follow_the_expected_batch_size() -> None:
-    config = LocalTrainingConfig(batch_size=32, epochs=2)
+def test_the_sampling_rate_and_steps_do_not_depend_on_the_diary() -> None:
+    config = LocalTrainingConfig(steps=7, sample_rate=0.125)
+    X, y = np.random.default_rng(0).random((64, 43)), np.zeros(64)
+    small, large = (
+        train_locally(create_model(seed=0), X[:n], y[:n], config=config, seed=0).steps
+        for n in (8, 64)
+    )
 
-    assert (config.sample_rate(256), config.steps(256)) == (0.125, 16)
-    assert (config.sample_rate(20), config.steps(20)) == (1.0, 2)
+    assert small == large == 7
+    assert (config.expected_batch(256), config.expected_batch(16)) == (32.0, 2.0)
 
 
 @pytest.mark.parametrize(
     "settings",
     [
-        {"epochs": 0},
-        {"batch_size": 0},
+        {"steps": 0},
+        {"sample_rate": 0.0},
+        {"sample_rate": 1.5},
         {"learning_rate": 0.0},
         {"noise_multiplier": -1.0},
         {"noise_multiplier": math.nan},
@@ -375,7 +381,7 @@ def test_training_charges_the_device_with_its_poisson_rate_and_steps(
     population: tuple[np.ndarray, np.ndarray, np.ndarray], tmp_path: Path
 ) -> None:
     X, y = population[0][:300], population[1][:300]
-    config = LocalTrainingConfig(batch_size=30, epochs=2, noise_multiplier=1.1)
+    config = LocalTrainingConfig(steps=20, sample_rate=0.1, noise_multiplier=1.1)
     accountant = DeviceAccountant(tmp_path / "dp.json", epsilon_budget=20.0, delta=DELTA)
 
     first = train_locally(create_model(seed=0), X, y, config=config, accountant=accountant, seed=1)
@@ -383,8 +389,10 @@ def test_training_charges_the_device_with_its_poisson_rate_and_steps(
 
     assert first.steps == second.steps == 20
     assert accountant.history == [(1.1, 0.1, 40)]
-    assert first.epsilon == pytest.approx(opacus_epsilon([(1.1, 0.1, 20)]), rel=1e-9)
-    assert second.epsilon == pytest.approx(opacus_epsilon([(1.1, 0.1, 40)]), rel=1e-9)
+    # Opacus is an independent RDP implementation; dp-accounting's fractional orders
+    # differ from it by up to a few percent (tests/privacy/test_device.py states it).
+    assert first.epsilon == pytest.approx(opacus_epsilon([(1.1, 0.1, 20)]), rel=0.03)
+    assert second.epsilon == pytest.approx(opacus_epsilon([(1.1, 0.1, 40)]), rel=0.03)
     assert DeviceAccountant(tmp_path / "dp.json", epsilon_budget=20.0, delta=DELTA).history == [
         (1.1, 0.1, 40)
     ]
@@ -443,7 +451,10 @@ def test_training_reduces_the_error_of_an_untrained_model(
     model = create_model(seed=0)
     untrained = mean_absolute_error(model, X_test, y_test)
 
-    train_nonprivate(model, X, y, config=LocalTrainingConfig(epochs=3, learning_rate=0.05), seed=0)
+    config = LocalTrainingConfig(
+        steps=3 * len(y) // 32, sample_rate=32 / len(y), learning_rate=0.05
+    )
+    train_nonprivate(model, X, y, config=config, seed=0)
 
     assert mean_absolute_error(model, X_test, y_test) < untrained - 0.1
 
@@ -452,7 +463,9 @@ def test_dp_training_with_moderate_noise_still_learns(split: tuple[np.ndarray, .
     X, y, X_test, y_test = split
     model = create_model(seed=0)
     untrained = mean_absolute_error(model, X_test, y_test)
-    config = LocalTrainingConfig(epochs=5, batch_size=64, noise_multiplier=1.0, max_grad_norm=1.0)
+    config = LocalTrainingConfig(
+        steps=5 * len(y) // 64, sample_rate=64 / len(y), noise_multiplier=1.0, max_grad_norm=1.0
+    )
 
     train_locally(model, X, y, config=config, seed=0)
 
@@ -483,12 +496,12 @@ def test_without_a_seed_every_run_draws_fresh_noise(split: tuple[np.ndarray, ...
 
 def test_zero_noise_without_an_accountant_is_plain_sgd(split: tuple[np.ndarray, ...]) -> None:
     X, y = split[0][:200], split[1][:200]
-    config = LocalTrainingConfig(noise_multiplier=0.0, epochs=2)
+    config = LocalTrainingConfig(noise_multiplier=0.0, steps=12)
 
     private = train_locally(create_model(seed=0), X, y, config=config, seed=9)
     plain = train_nonprivate(create_model(seed=0), X, y, config=config, seed=9)
 
-    assert private.epsilon is None and private.steps == plain.steps == 2 * math.ceil(200 / 32)
+    assert private.epsilon is None and private.steps == plain.steps == 12
     assert same_weights(private.weights, plain.weights)
 
 
