@@ -11,12 +11,11 @@ from typing import Annotated
 import typer
 
 from dashboard.passwords import hash_password
+from dashboard.serve import streamlit_command
 
-__all__ = ["app", "streamlit_command"]
+__all__ = ["app"]
 
 app = typer.Typer(help="The analysts' dashboard.", no_args_is_help=True)
-
-APP_SCRIPT = Path(__file__).with_name("app.py")
 
 
 @app.command("hash-password")
@@ -33,29 +32,6 @@ def hash_password_command(
     if not password:
         raise typer.BadParameter("the password must not be empty")
     typer.echo(hash_password(password))
-
-
-def streamlit_command(*, port: int, host: str = "127.0.0.1") -> list[str]:
-    """The command that serves the dashboard (``moodfed dashboard run`` and the demo)."""
-    return [
-        sys.executable,
-        "-m",
-        "streamlit",
-        "run",
-        str(APP_SCRIPT),
-        "--server.port",
-        str(port),
-        "--server.address",
-        host,
-        "--server.headless",
-        "true",
-        "--browser.gatherUsageStats",
-        "false",
-        "--client.toolbarMode",
-        "minimal",
-        "--client.showErrorDetails",
-        "none",
-    ]
 
 
 @app.command("run")
@@ -87,12 +63,13 @@ def screenshot_command(
 ) -> None:
     """Save the Overview page's screenshot: start the dashboard, log in, capture, stop."""
     from dashboard import screenshot  # Playwright and the seeding load only for this command
+    from dashboard.serve import DashboardStartError
 
     try:
         saved = screenshot.save_overview_screenshot(
             output, releases_url=releases_url, chromium=chromium or screenshot.CHROMIUM
         )
-    except (ImportError, FileNotFoundError, screenshot.DashboardStartError) as exc:
+    except (ImportError, FileNotFoundError, DashboardStartError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
     typer.echo(f"wrote {saved}")

@@ -10,21 +10,14 @@ Every wait is on a condition in the page (Streamlit's script run finished, its
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
-import socket
-import subprocess
 import tempfile
-import threading
-from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-import httpx
-
-from dashboard.cli import streamlit_command
 from dashboard.passwords import hash_password
+from dashboard.serve import serve_dashboard
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page, Playwright
@@ -34,13 +27,11 @@ __all__ = [
     "CHROMIUM_ARGS",
     "HEIGHT",
     "WIDTH",
-    "DashboardStartError",
     "launch_chromium",
     "log_in",
     "save_overview_screenshot",
     "screenshot_page",
     "seed_demo_store",
-    "serve_dashboard",
     "wait_until_settled",
 ]
 
@@ -79,80 +70,6 @@ _FITS: Final = """(height) => {
   return window.innerHeight === height && main !== null
     && main.getBoundingClientRect().bottom <= window.innerHeight;
 }"""
-
-
-class DashboardStartError(RuntimeError):
-    """The dashboard process did not come up (its log is in the message)."""
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@contextlib.contextmanager
-def serve_dashboard(
-    *, env: Mapping[str, str], log_path: Path, cwd: Path | None = None, timeout: float = 120.0
-) -> Iterator[str]:
-    """Run ``streamlit run dashboard/app.py`` on a free localhost port; yield its URL.
-
-    Ready when Streamlit prints its URL (it does so once it listens), read from its
-    output as it comes, and its health check answers; the output goes to ``log_path``.
-    The process is stopped on exit.
-    """
-    port = _free_port()
-    command = [*streamlit_command(port=port), "--server.fileWatcherType", "none"]
-    process = subprocess.Popen(  # noqa: S603 (our own command line)
-        command,
-        env={**env, "PYTHONUNBUFFERED": "1"},
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    listening = threading.Event()  # Streamlit printed its URL
-    ready = threading.Event()  # ... or its output ended (it exited)
-
-    def pump() -> None:
-        assert process.stdout is not None
-        with log_path.open("wb") as log:
-            for line in process.stdout:
-                log.write(line)
-                log.flush()
-                if url.encode() in line:
-                    listening.set()
-                    ready.set()
-        ready.set()
-
-    reader = threading.Thread(target=pump, name="streamlit-output", daemon=True)
-    reader.start()
-    try:
-        ready.wait(timeout)
-        if not listening.is_set():
-            raise DashboardStartError(f"streamlit did not start:\n{_tail(log_path)}")
-        try:
-            health = httpx.get(f"{url}/_stcore/health", timeout=30).text
-        except httpx.HTTPError as exc:
-            raise DashboardStartError(f"streamlit does not answer: {exc}") from exc
-        if health != "ok":
-            raise DashboardStartError(f"streamlit is not healthy: {health!r}")
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
-        reader.join(timeout=5)
-
-
-def _tail(path: Path, size: int = 4000) -> str:
-    try:
-        return path.read_text(errors="replace")[-size:]
-    except OSError:
-        return "(no output)"
 
 
 def launch_chromium(playwright: Playwright, *, executable: Path = CHROMIUM) -> Browser:
@@ -246,13 +163,13 @@ def save_overview_screenshot(
             "MOODFED_ANALYST_PASSWORD_HASH": hash_password(password),
         }
         with (
-            serve_dashboard(env=env, log_path=folder / "streamlit.log", cwd=folder) as address,
+            serve_dashboard(env=env, log_path=folder / "streamlit.log", cwd=folder) as served,
             sync_playwright() as playwright,
         ):
             browser = launch_chromium(playwright, executable=chromium)
             try:
                 page = browser.new_page(viewport={"width": WIDTH, "height": HEIGHT})
-                log_in(page, address, user=USER, password=password)
+                log_in(page, served.url, user=USER, password=password)
                 screenshot_page(page, output)
             finally:
                 browser.close()

@@ -11,44 +11,20 @@ from __future__ import annotations
 
 import os
 import secrets
-import subprocess
 import tempfile
-import time
 from contextlib import ExitStack
 from pathlib import Path
 
-import httpx
 from rich.console import Console
 from rich.panel import Panel
 
 from consent import ConsentSettings, audit_log
-from server.sim.consent_service import free_port, local_consent_service
+from dashboard.serve import serve_dashboard
+from server.sim.consent_service import local_consent_service
 from server.sim.settings import SimSettings
 from server.sim.train import run_train
 
 __all__ = ["run_demo"]
-
-
-def _start_dashboard(env: dict[str, str], *, port: int, log_file: Path) -> subprocess.Popen[bytes]:
-    from dashboard.cli import streamlit_command
-
-    process = subprocess.Popen(  # noqa: S603 - our own interpreter and app
-        streamlit_command(port=port),
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=log_file.open("wb"),
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the dashboard exited; see {log_file}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/_stcore/health", timeout=1).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    process.terminate()
-    raise RuntimeError(f"the dashboard did not start within 60 s; see {log_file}")
 
 
 def run_demo(
@@ -115,20 +91,20 @@ def run_demo(
             "MOODFED_ANALYST_USER": "analyst",
             "MOODFED_ANALYST_PASSWORD_HASH": hash_password(password),
         }
-        port = free_port()
         with console.status("starting the dashboard…"):
-            process = _start_dashboard(env, port=port, log_file=folder / "dashboard.log")
-        stack.callback(process.terminate)
+            served = stack.enter_context(
+                serve_dashboard(env=env, log_path=folder / "dashboard.log")
+            )
         console.print(
             Panel(
-                f"[bold]http://127.0.0.1:{port}[/]\n"
+                f"[bold]{served.url}[/]\n"
                 f"log in as [bold]analyst[/] with the password [bold]{password}[/] "
                 "(made for this demo run)\nCtrl-C stops the demo.",
                 title="the analysts' dashboard",
             )
         )
         try:
-            process.wait()
+            served.process.wait()
         except KeyboardInterrupt:
             console.print("stopping")
         return 0

@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 from dashboard import screenshot
 from dashboard.cli import app as dashboard_cli
+from dashboard.serve import serve_dashboard
 from tests.conftest import ConsentServer
 from tests.consent.signing import Signer
 
@@ -65,8 +66,8 @@ def dashboard_url(
         "MOODFED_CONSENT_LOG_KEY": key,
     }
     log = tmp_path / "streamlit.log"
-    with screenshot.serve_dashboard(env=env, log_path=log, cwd=tmp_path) as url:
-        yield url
+    with serve_dashboard(env=env, log_path=log, cwd=tmp_path) as served:
+        yield served.url
     assert "Traceback" not in log.read_text(), log.read_text()
 
 
