@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from privacy.accounting import Method, noise_for_budget
+from collections.abc import Mapping
+
+from privacy.accounting import Method, history_epsilon, noise_for_budget
 from privacy.mechanisms import calibrate_gaussian_sigma
 
 __all__ = ["noise_multiplier_for"]
 
 
 def noise_multiplier_for(
-    *, epsilon: float, delta: float, releases: int = 1, method: Method = "rdp"
+    *,
+    epsilon: float,
+    delta: float,
+    releases: int = 1,
+    method: Method = "rdp",
+    after: Mapping[tuple[float, float], int] | None = None,
 ) -> float:
     """The noise multiplier that keeps ``releases`` Gaussian releases within (epsilon, delta).
 
@@ -22,6 +29,11 @@ def noise_multiplier_for(
     Several: :func:`privacy.noise_for_budget` at sampling rate 1 with ``method``, on the
     safe side (that accountant's epsilon of the releases is at most ``epsilon``).
 
+    ``after`` is a history (q, sigma) -> count the releases come on top of (e.g. the
+    training rounds a user will also be charged): then the noise is the least (within
+    1e-6 relative) for which :func:`privacy.history_epsilon` of the whole history stays
+    within ``epsilon``, found by bisection (epsilon falls as the noise grows).
+
     >>> round(noise_multiplier_for(epsilon=1.0, delta=1e-5), 3)
     3.731
     >>> round(noise_multiplier_for(epsilon=4.0, delta=1e-5, releases=52), 2)
@@ -31,8 +43,34 @@ def noise_multiplier_for(
         raise ValueError(f"releases must be a positive integer, got {releases!r}")
     if method not in ("rdp", "pld"):
         raise ValueError(f"method must be 'rdp' or 'pld', got {method!r}")
+    if after:
+        return _noise_on_top(after, epsilon=epsilon, delta=delta, releases=releases, method=method)
     if releases == 1:
         return calibrate_gaussian_sigma(epsilon=epsilon, delta=delta, sensitivity=1.0)
     return noise_for_budget(
         sampling_rate=1.0, rounds=releases, epsilon=epsilon, delta=delta, method=method
     )
+
+
+def _noise_on_top(
+    prior: Mapping[tuple[float, float], int],
+    *,
+    epsilon: float,
+    delta: float,
+    releases: int,
+    method: Method,
+) -> float:
+    def total(sigma: float) -> float:
+        history = dict(prior)
+        history[(1.0, sigma)] = history.get((1.0, sigma), 0) + releases
+        return history_epsilon(history, delta=delta, method=method)
+
+    if history_epsilon(prior, delta=delta, method=method) >= epsilon:
+        raise ValueError(f"the prior history alone spends epsilon={epsilon:g} or more")
+    low, high = 0.0, 1.0
+    while total(high) > epsilon:
+        low, high = high, high * 2
+    while high - low > 1e-6 * high:
+        middle = (low + high) / 2
+        low, high = (low, middle) if total(middle) <= epsilon else (middle, high)
+    return high

@@ -12,7 +12,9 @@ from collections.abc import Sequence
 from typing import Protocol
 
 import httpx
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
+
+from consent.models import EligibilityResponse
 
 __all__ = ["EligibilityClient", "EligibilityError", "EligibilitySource"]
 
@@ -102,15 +104,13 @@ class EligibilityClient:
                 f"eligibility query: {_detail(response)}"
             )
         try:
-            eligible = response.json()["eligible"]
-        except (ValueError, KeyError, TypeError):
+            eligible = EligibilityResponse.model_validate_json(
+                response.content, strict=True
+            ).eligible
+        except ValidationError:
             raise EligibilityError(
                 f"the consent service at {self.url} sent a malformed eligibility answer"
             ) from None
-        if not isinstance(eligible, list) or not all(isinstance(k, str) for k in eligible):
-            raise EligibilityError(
-                f"the consent service at {self.url} sent a malformed eligibility answer"
-            )
         log.debug("Eligibility for %s: %d of %d devices", purpose, len(eligible), len(device_keys))
         return eligible
 

@@ -38,7 +38,7 @@ from client_sdk.protocol import TRAINING_PURPOSE
 from client_sdk.queries import Query, iso_week_start, standard_queries
 from client_sdk.sim import AGE_BANDS, REGIONS, Cohort, PopulationParams, SyntheticPopulation
 from client_sdk.training import LocalTrainingConfig
-from privacy import Accountant, BudgetExceededError, history_epsilon
+from privacy import Accountant, BudgetExceededError, noise_multiplier_for
 from server.analytics import AnalyticsPlan, AnalyticsRound, AnalyticsRun
 from server.attestation import Attestations
 from server.errors import RunStopped
@@ -142,34 +142,6 @@ def _consent_weeks(
     withdraws = rng.random(n) < 0.08
     ends[withdraws] = joins[withdraws] + rng.integers(1, max(2, weeks), withdraws.sum())
     return joins, ends
-
-
-def _plan_noise(
-    *, budget: float, delta: float, training: tuple[float, float, int], analytics_releases: int
-) -> float:
-    """The smallest analytics noise multiplier keeping training + analytics under budget.
-
-    Bisection on :func:`privacy.history_epsilon` of the whole history of a device
-    eligible for every round and release.
-    """
-    q, sigma, rounds = training
-
-    def total(noise: float) -> float:
-        history = {(1.0, noise): analytics_releases}
-        if rounds:
-            history[(q, sigma)] = rounds
-        return history_epsilon(history, delta=delta)
-
-    target = budget * 0.98
-    low, high = 0.5, 1.0
-    while total(high) > target:
-        low, high = high, high * 2
-        if high > 1e4:
-            raise ValueError("the training rounds alone exceed the budget")
-    for _ in range(40):
-        middle = (low + high) / 2
-        low, high = (low, middle) if total(middle) <= target else (middle, high)
-    return high
 
 
 class _Timeline:
@@ -291,11 +263,12 @@ def seed_release_store(
         delta=delta,
         seed=seed,
     )
-    noise = _plan_noise(
-        budget=epsilon_budget,
+    # The least analytics noise that keeps a device eligible for everything within budget.
+    noise = noise_multiplier_for(
+        epsilon=epsilon_budget * 0.98,
         delta=delta,
-        training=(_SAMPLING_RATE, _TRAIN_SIGMA, rounds),
-        analytics_releases=weeks * len(queries),
+        releases=weeks * len(queries),
+        after={(_SAMPLING_RATE, _TRAIN_SIGMA): rounds} if rounds else None,
     )
     every = max(1, weeks // rounds) if rounds else weeks + 1
     refused: list[date] = []

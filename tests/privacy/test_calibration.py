@@ -82,3 +82,14 @@ def test_bad_parameters_are_refused_with_their_name(bad: dict[str, Any], name: s
 
     with pytest.raises(ValueError, match=name):
         noise_multiplier_for(**arguments)
+
+
+def test_noise_on_top_of_a_history_keeps_the_whole_history_within_the_budget() -> None:
+    from privacy import history_epsilon, noise_multiplier_for
+
+    training = {(0.02, 1.0): 30}
+    sigma = noise_multiplier_for(epsilon=9.8, delta=1e-5, releases=416, after=training)
+
+    within = history_epsilon({**training, (1.0, sigma): 416}, delta=1e-5)
+    just_less = history_epsilon({**training, (1.0, sigma * 0.999): 416}, delta=1e-5)
+    assert within <= 9.8 < just_less
