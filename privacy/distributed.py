@@ -154,7 +154,7 @@ class DistributedSkellam:
     ``max_coordinate`` b (the largest rounded coordinate, so n b bounds the signal), and
     ``wrap_probability`` (the proven bound, at most ``max_wrap_probability``).
     Construction validates every input and derives the rest, so a device that builds it
-    from its own policy needs no number from the server but n, t and d.
+    from its own policy needs no number from the server but n, t, d and k.
 
     >>> mech = DistributedSkellam(clip_norm=1.0, dimension=1441, max_devices=50,
     ...                           min_survivors=35, noise_multiplier=1.0)
@@ -239,8 +239,10 @@ class DistributedSkellam:
 
     def _largest_safe_scale(self) -> float:
         # The wrap bound grows with gamma (larger signal, larger noise), so bisect log(gamma).
-        cap = math.sqrt(2 * MAX_POISSON_MEAN * self.min_survivors) / (
-            self.noise_multiplier * self.clip_norm
+        cap = (
+            (1 - 1e-9)
+            * math.sqrt(2 * MAX_POISSON_MEAN * self.min_survivors)
+            / (self.noise_multiplier * self.clip_norm)
         )
         target = self.max_wrap_probability
         low = min(cap, 1 / self.clip_norm)

@@ -7,9 +7,9 @@ integer orders, so it composes with the Gaussian curves by adding vectors.
 
 Setting. Each user enters a release with probability q; for a fixed sample of the other
 users the output has law P without the user and M = (1 - q) P + q Q with them, where Q is
-P shifted by the user's contribution z. (The other users' own inclusion makes both sides
-mixtures over such pairs; exp((a - 1) D_a) is jointly convex, so the worst fixed pair
-bounds them.) Renyi DP needs both D_a(M || P) and D_a(P || M).
+P shifted by the user's contribution z. (The other users' inclusion and everyone's
+rounding make both sides mixtures over such pairs; exp((a - 1) D_a) is jointly convex,
+so the worst fixed pair bounds them.) Renyi DP needs both D_a(M || P) and D_a(P || M).
 
 1. Removal, integer a >= 2. With r = Q/P, E_P[(M/P)^a] = E_P[(1 - q + q r)^a] expands
    binomially into sum_l C(a, l) (1 - q)^(a-l) q^l E_P[r^l], and E_P[r^l] =
