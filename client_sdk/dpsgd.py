@@ -319,7 +319,8 @@ class DPSGD:
         def loss(
             params: dict[str, torch.Tensor], xi: torch.Tensor, yi: torch.Tensor
         ) -> torch.Tensor:
-            output = torch.func.functional_call(model, params, (xi.unsqueeze(0),))
+            # functional_call is typed as returning Any; the model returns a tensor.
+            output: torch.Tensor = torch.func.functional_call(model, params, (xi.unsqueeze(0),))
             return (output.reshape(-1) - yi).square().sum() / scale
 
         per_example = torch.func.vmap(torch.func.grad(loss), in_dims=(None, 0, 0))(params, x, y)
@@ -345,9 +346,12 @@ class _Tape:
         self.recording = False
         self._handles = [layer.register_forward_hook(self._record) for layer in self.layers]
 
-    def _record(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], output: object) -> None:
+    def _record(
+        self, module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor
+    ) -> None:
+        # Hooked on nn.Linear layers only, whose output is a tensor.
         if self.recording:
-            self.records.append((module, inputs[0].detach(), output))  # type: ignore[arg-type]
+            self.records.append((module, inputs[0].detach(), output))
 
     def complete(self, batch: int) -> bool:
         """Whether the last forward called each layer exactly once, on (batch, features)."""

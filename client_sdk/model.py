@@ -58,6 +58,8 @@ class MoodModel(nn.Module):
     for its fast DP-SGD path (and checks it).
     """
 
+    offset: torch.Tensor  # a buffer (register_buffer below); declared for type checkers
+
     def __init__(
         self,
         in_features: int = FEATURE_DIM,
@@ -72,7 +74,8 @@ class MoodModel(nn.Module):
         self.register_buffer("offset", torch.tensor(float(offset)), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x).squeeze(-1) + self.offset
+        out: torch.Tensor = self.layers(x)  # nn.Module.__call__ is typed as returning Any
+        return out.squeeze(-1) + self.offset
 
 
 def create_model(*, seed: int | None = None, hidden_units: int = HIDDEN_UNITS) -> MoodModel:
@@ -89,6 +92,7 @@ def create_model(*, seed: int | None = None, hidden_units: int = HIDDEN_UNITS) -
             torch.manual_seed(seed)
             model = MoodModel(hidden_units=hidden_units)
     output_layer = model.layers[-1]
+    assert isinstance(output_layer, nn.Linear)  # for mypy: Sequential[-1] is typed Module
     with torch.no_grad():
         output_layer.weight.zero_()
         output_layer.bias.zero_()

@@ -81,7 +81,7 @@ def band_line(
         tooltip=tooltip + ([alt.Tooltip(f"{colour}:N")] if colour else []),
     )
     layers = [band, line] if bands else [line]
-    chart = alt.layer(*layers).properties(title=title, height=height)
+    chart = alt.LayerChart(layer=layers).properties(title=title, height=height)
     return chart.resolve_legend(color="independent") if colour else chart
 
 
@@ -137,13 +137,15 @@ def bin_intervals(frame: pd.DataFrame, *, label: str, title: str, y_title: str) 
             ],
         )
     )
-    return alt.layer(rule, point).properties(title=title, height=260)
+    return alt.LayerChart(layer=[rule, point]).properties(title=title, height=260)
 
 
 def distribution_area(frame: pd.DataFrame, *, height: int = 260) -> alt.Chart:
     """Stacked weekly shares of mood levels 1-5 (released cells only)."""
     data = frame[(~frame["suppressed"]) & (frame["level"].isin(["1", "2", "3", "4", "5"]))]
-    return (
+    # mark_*() are declared to return Self, but through altair's use_signature decorator
+    # mypy sees Any: the annotation restores the declared type.
+    chart: alt.Chart = (
         alt.Chart(data)
         .mark_area()
         .encode(
@@ -164,6 +166,7 @@ def distribution_area(frame: pd.DataFrame, *, height: int = 260) -> alt.Chart:
         )
         .properties(title="Distribution of daily mood levels", height=height)
     )
+    return chart
 
 
 def cohort_intervals(frame: pd.DataFrame, *, height: int | None = None) -> alt.LayerChart:
@@ -209,7 +212,9 @@ def cohort_intervals(frame: pd.DataFrame, *, height: int | None = None) -> alt.L
         .encode(x=alt.X("text_x:Q", scale=x_scale), y=y, text=alt.value("suppressed"))
     )
     rows = max(len(data), 1)
-    return alt.layer(rule, point, label).properties(height=height or min(24 * rows + 40, 1600))
+    return alt.LayerChart(layer=[rule, point, label]).properties(
+        height=height or min(24 * rows + 40, 1600)
+    )
 
 
 def cohort_heatmap(frame: pd.DataFrame) -> alt.LayerChart:
@@ -238,7 +243,9 @@ def cohort_heatmap(frame: pd.DataFrame) -> alt.LayerChart:
         text="label:N",
         color=alt.condition("datum.suppressed", alt.value("#777777"), alt.value("black")),
     )
-    return (tiles + text).properties(height=40 * max(data["age_band"].nunique(), 1) + 40)
+    return alt.LayerChart(layer=[tiles, text]).properties(
+        height=40 * max(data["age_band"].nunique(), 1) + 40
+    )
 
 
 def epsilon_steps(
@@ -272,20 +279,20 @@ def epsilon_steps(
             tooltip=[alt.Tooltip("title:N"), alt.Tooltip("epsilon:Q", format=".3f")],
         )
     )
-    line = alt.layer(line, points)
+    steps = alt.LayerChart(layer=[line, points])
     if budget is None:
-        return line
+        return steps
     rule = (
         alt.Chart(pd.DataFrame({"budget": [budget]}))
         .mark_rule(color="#c0392b", strokeDash=[6, 3])
         .encode(y="budget:Q", tooltip=[alt.Tooltip("budget:Q", title="budget (epsilon)")])
     )
-    return alt.layer(line, rule)
+    return alt.LayerChart(layer=[steps, rule])
 
 
 def round_line(frame: pd.DataFrame, *, y: str, title: str, y_title: str) -> alt.Chart:
     """One value per model round."""
-    return (
+    chart: alt.Chart = (  # the declared type of mark_line() (see distribution_area)
         alt.Chart(frame)
         .mark_line(point=True)
         .encode(
@@ -295,3 +302,4 @@ def round_line(frame: pd.DataFrame, *, y: str, title: str, y_title: str) -> alt.
         )
         .properties(title=title, height=260)
     )
+    return chart

@@ -71,12 +71,6 @@ class DashboardStartError(RuntimeError):
     """The dashboard process did not come up (its log is in the message)."""
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @contextlib.contextmanager
 def serve_dashboard(
     *, env: Mapping[str, str], log_path: Path, cwd: Path | None = None, timeout: float = 120.0

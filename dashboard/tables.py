@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from dashboard._cells import optional_number, timestamp
 from dashboard.charts import Z95
 
 __all__ = ["csv_bytes", "released_table"]
@@ -26,17 +27,21 @@ def released_table(frame: pd.DataFrame, *, percent: bool = False) -> pd.DataFram
     rows = []
     for row in frame.itertuples(index=False):
         suppressed = bool(row.suppressed)
-        value = None if suppressed else row.value
-        std = None if suppressed else row.value_std
+        value = None if suppressed else optional_number(row.value)
+        std = None if suppressed else optional_number(row.value_std)
         status = "suppressed" if suppressed else ("derived" if row.derived else "released")
+        low = high = ""
+        if value is not None and std is not None:
+            low = _fmt(value - Z95 * std, percent=percent)
+            high = _fmt(value + Z95 * std, percent=percent)
         rows.append(
             {
-                "week": pd.Timestamp(row.period).date().isoformat(),
+                "week": timestamp(row.period).date().isoformat(),
                 "query": row.query,
                 "cell": row.cell,
                 "value": "suppressed" if suppressed else _fmt(value, percent=percent),
-                "95% low": "" if std is None else _fmt(value - Z95 * std, percent=percent),
-                "95% high": "" if std is None else _fmt(value + Z95 * std, percent=percent),
+                "95% low": low,
+                "95% high": high,
                 "devices (noisy)": "" if suppressed else f"{row.noisy_count:.0f}",
                 "noise std (sums)": f"{row.noise_std:.3f}",
                 "epsilon": f"{row.epsilon:.3f}",

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal, NamedTuple, TypeAlias
 
-import dp_accounting  # type: ignore[import-untyped]  # dp-accounting ships no py.typed
-from dp_accounting.pld import PLDAccountant  # type: ignore[import-untyped]  # idem
-from dp_accounting.rdp import RdpAccountant  # type: ignore[import-untyped]  # idem
+import dp_accounting
+from dp_accounting.pld import PLDAccountant
+from dp_accounting.rdp import RdpAccountant
 
 from privacy.rdp import (
     RdpCurve,

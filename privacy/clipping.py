@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, TypeAlias, overload
 
 import numpy as np
 
@@ -123,6 +123,10 @@ def _margin(resolution: float) -> float:
     return max(_MIN_MARGIN, 4 * resolution)
 
 
+@overload
+def clip_factors(norms: np.ndarray, *, max_norm: float) -> np.ndarray: ...
+@overload
+def clip_factors(norms: torch.Tensor, *, max_norm: float) -> torch.Tensor: ...
 def clip_factors(norms: Array, *, max_norm: float) -> Array:
     """Per-example scale factors that clip a batch of updates with these L2 ``norms``.
 

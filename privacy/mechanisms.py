@@ -5,12 +5,16 @@ from __future__ import annotations
 import math
 import secrets
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, overload
 
-import dp_accounting  # type: ignore[import-untyped]  # dp-accounting ships no py.typed
+import dp_accounting
 import numpy as np
 
 from privacy._arrays import is_tensor, torch_module
 from privacy.clipping import Array
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "add_gaussian_noise",
@@ -75,6 +79,30 @@ def _noised(value: Array, std: float, rng: np.random.Generator) -> Array:
     return (array + rng.normal(0.0, std, size=array.shape)).astype(array.dtype, copy=False)
 
 
+@overload
+def add_gaussian_noise(
+    values: np.ndarray,
+    *,
+    sensitivity: float,
+    noise_multiplier: float,
+    rng: np.random.Generator | None = None,
+) -> np.ndarray: ...
+@overload
+def add_gaussian_noise(
+    values: torch.Tensor,
+    *,
+    sensitivity: float,
+    noise_multiplier: float,
+    rng: np.random.Generator | None = None,
+) -> torch.Tensor: ...
+@overload
+def add_gaussian_noise(
+    values: Sequence[Array],
+    *,
+    sensitivity: float,
+    noise_multiplier: float,
+    rng: np.random.Generator | None = None,
+) -> list[Array]: ...
 def add_gaussian_noise(
     values: Array | Sequence[Array],
     *,

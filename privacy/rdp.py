@@ -16,10 +16,10 @@ import math
 from functools import lru_cache
 from typing import Final, TypeAlias
 
-import dp_accounting  # type: ignore[import-untyped]  # dp-accounting ships no py.typed
+import dp_accounting
 import numpy as np
 import numpy.typing as npt
-from dp_accounting.rdp import rdp_privacy_accountant  # type: ignore[import-untyped]  # idem
+from dp_accounting.rdp import rdp_privacy_accountant
 
 __all__ = [
     "RDP_ORDERS",

@@ -89,9 +89,9 @@ def dp_fedavg(
     noisy = add_gaussian_noise(
         total, sensitivity=clipping_norm, noise_multiplier=noise_multiplier, rng=rng
     )
-    assert isinstance(noisy, list)
+    # Numpy in, numpy out (``noisy`` is typed numpy-or-torch per array).
     return [
-        (value / expected_count).astype(reference.dtype)
+        np.asarray(value / expected_count, dtype=reference.dtype)
         for value, reference in zip(noisy, template, strict=True)
     ]
 

@@ -1,9 +1,10 @@
-"""Project-wide checks: lint and format, the public surfaces, the demo command."""
+"""Project-wide checks: lint, format and types, the public surfaces, the demo command."""
 
 from __future__ import annotations
 
 import doctest
 import importlib
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +29,52 @@ def test_ruff_finds_nothing_to_fix() -> None:
         text=True,
     )
     assert fmt.returncode == 0, fmt.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="mypy errors remain in client_sdk/client_app.py, client_sdk/queries.py, "
+    "client_sdk/training.py, server/analytics.py and server/attestation.py (being reworked "
+    "for secure aggregation); remove this marker once they are fixed",
+)
+def test_mypy_strict_finds_no_error(tmp_path: Path) -> None:
+    # py.typed ships in each package: its types are a promise, checked with the project's
+    # [tool.mypy] configuration (strict). The cache goes to tmp_path, not the checkout.
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--config-file",
+            str(ROOT / "pyproject.toml"),
+            "--cache-dir",
+            str(tmp_path / "mypy-cache"),
+            *PACKAGES,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Success: no issues found" in result.stdout
+
+
+_IGNORE = re.compile(r"#\s*type:\s*ignore(?P<codes>\[[^\]]*\])?(?P<rest>.*)$")
+
+
+def test_every_type_ignore_names_its_error_and_says_why() -> None:
+    unexplained = []
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            for number, line in enumerate(path.read_text().splitlines(), start=1):
+                found = _IGNORE.search(line)
+                if found and not (found["codes"] and re.match(r"\s*#\s*\S", found["rest"])):
+                    unexplained.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
+    assert not unexplained, "a `# type: ignore[code]` needs a `# reason` after it:\n" + "\n".join(
+        unexplained
+    )
 
 
 @pytest.mark.parametrize("package", PACKAGES)

@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import auth, charts, data, tables
+from dashboard._cells import timestamp
 
 auth.require_analyst(data.settings())  # also here: a view must never render for a stranger
 url = data.store_url()
@@ -27,7 +28,7 @@ weeks = sorted(cells["period"].unique(), reverse=True)
 
 
 def _week_label(week: object) -> str:
-    day = pd.Timestamp(week)
+    day = timestamp(week)
     return f"{day:%Y-%m-%d} (ISO week {day.isocalendar().week})"
 
 

@@ -84,10 +84,10 @@ if rounds.empty:
     st.info("No model rounds published yet.")
 else:
     last_round = rounds.sort_values(["created_at", "round"]).iloc[-1]
-    cols = st.columns(3)
+    model_cols = st.columns(3)
     mae = last_round["holdout_mae"]
-    cols[0].metric(
+    model_cols[0].metric(
         "Held-out error (MAE)", "n/a" if pd.isna(mae) else f"{mae:.3f}", help="Mood points."
     )
-    cols[1].metric("Rounds published", f"{len(rounds)}")
-    cols[2].metric("ε after the latest round", f"{last_round['epsilon']:.2f}")
+    model_cols[1].metric("Rounds published", f"{len(rounds)}")
+    model_cols[2].metric("ε after the latest round", f"{last_round['epsilon']:.2f}")

@@ -24,6 +24,8 @@ if distribution.empty and low.empty and sleep.empty:
     st.stop()
 
 weeks = sorted(pd.concat([f["period"] for f in (distribution, low, sleep) if not f.empty]).unique())
+first: pd.Timestamp  # the periods are datetimes (ReleaseView.cells), so weeks are Timestamps
+last: pd.Timestamp
 if len(weeks) > 1:
     first, last = st.select_slider(
         "Weeks",

@@ -9,6 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import auth, charts, data
+from dashboard._cells import number
 
 auth.require_analyst(data.settings())  # also here: a view must never render for a stranger
 url = data.store_url()
@@ -85,9 +86,9 @@ if not rounds.empty and not runs.empty:
                 "purpose": f"{run.purpose} (run {run.id})",
                 "releases": len(mine),
                 "ε of this purpose alone": data.history_epsilon(
-                    history, float(run.delta), str(run.accounting)
+                    history, number(run.delta), str(run.accounting)
                 ),
-                "budget": float(run.epsilon_budget),
+                "budget": number(run.epsilon_budget),
             }
         )
 st.caption(
@@ -115,9 +116,9 @@ own = frame["own_epsilon"].copy()
 if not rounds.empty and not runs.empty:
     accounting = dict(zip(runs["id"], runs["accounting"], strict=True))
     for row in rounds.itertuples(index=False):  # a model round alone: one (q, sigma) step
-        one = ((float(row.sampling_rate), float(row.noise_multiplier), 1),)
+        one = ((number(row.sampling_rate), number(row.noise_multiplier), 1),)
         method = str(accounting.get(row.run_id, "rdp"))
-        own[frame["id"] == row.release_id] = data.history_epsilon(one, float(row.delta), method)
+        own[frame["id"] == row.release_id] = data.history_epsilon(one, number(row.delta), method)
 table = pd.DataFrame(
     {
         "#": frame["release"],

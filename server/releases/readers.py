@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, inspect, select
 
 from server.releases.schema import AnalyticsCell, AnalyticsRelease, ModelRound, Release, TrainingRun
 
@@ -29,11 +29,12 @@ def _rows(engine: Engine, query: Any) -> list[dict[str, Any]]:
         return [dict(row) for row in connection.execute(query).mappings()]
 
 
-_release = Release.__table__  # type: ignore[attr-defined]
-_analytics = AnalyticsRelease.__table__  # type: ignore[attr-defined]
-_cell = AnalyticsCell.__table__  # type: ignore[attr-defined]
-_model = ModelRound.__table__  # type: ignore[attr-defined]
-_run = TrainingRun.__table__  # type: ignore[attr-defined]
+# The tables behind the models (``Model.__table__``, which SQLModel does not declare).
+_release = inspect(Release).local_table
+_analytics = inspect(AnalyticsRelease).local_table
+_cell = inspect(AnalyticsCell).local_table
+_model = inspect(ModelRound).local_table
+_run = inspect(TrainingRun).local_table
 
 
 def analytics_cells(engine: Engine, *, query: str | None = None) -> list[dict[str, Any]]:

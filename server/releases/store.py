@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import Engine, create_engine, event, select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from server.errors import RunStatus
 from server.releases.schema import (
@@ -79,9 +79,6 @@ class QueryRelease:
     epsilon_budget: float
     n_eligible: int
     cells: tuple[CellRelease, ...] = field(default=())
-
-
-_LABEL_COLUMNS = ("level", "age_band", "region", "sleep_bin")
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,7 +254,7 @@ class ReleaseStore:
         """Every run, newest first."""
         with Session(self.engine) as session:
             rows = list(
-                session.scalars(select(TrainingRun).order_by(TrainingRun.started_at.desc()))  # type: ignore[attr-defined]
+                session.scalars(select(TrainingRun).order_by(col(TrainingRun.started_at).desc()))
             )
             for row in rows:
                 session.expunge(row)
@@ -326,9 +323,9 @@ class ReleaseStore:
         """A run's published rounds, in order."""
         query = (
             select(ModelRound, Release)
-            .join(Release, Release.id == ModelRound.release_id)  # type: ignore[arg-type]
-            .where(ModelRound.run_id == run_id)
-            .order_by(ModelRound.round)  # type: ignore[arg-type]
+            .join(Release, col(Release.id) == col(ModelRound.release_id))
+            .where(col(ModelRound.run_id) == run_id)
+            .order_by(col(ModelRound.round))
         )
         with Session(self.engine) as session:
             return [_model_release(row, release) for row, release in session.execute(query)]
@@ -336,21 +333,20 @@ class ReleaseStore:
     def latest_model(self, *, run_id: str | None = None) -> ModelRelease | None:
         """The most recently published global model (of a run, or of any run)."""
         query = select(ModelRound, Release).join(
-            Release,
-            Release.id == ModelRound.release_id,  # type: ignore[arg-type]
+            Release, col(Release.id) == col(ModelRound.release_id)
         )
         if run_id is not None:
-            query = query.where(ModelRound.run_id == run_id)
-        query = query.order_by(Release.id.desc()).limit(1)  # type: ignore[union-attr]
+            query = query.where(col(ModelRound.run_id) == run_id)
+        query = query.order_by(col(Release.id).desc()).limit(1)
         with Session(self.engine) as session:
             found = session.execute(query).first()
             return None if found is None else _model_release(*found)
 
     def releases(self, *, kind: str | None = None) -> list[Release]:
         """Every release (optionally of one kind), oldest first."""
-        query = select(Release).order_by(Release.id)  # type: ignore[arg-type]
+        query = select(Release).order_by(col(Release.id))
         if kind is not None:
-            query = query.where(Release.kind == kind)
+            query = query.where(col(Release.kind) == kind)
         with Session(self.engine) as session:
             rows = list(session.scalars(query))
             for row in rows:
@@ -398,7 +394,10 @@ class ReleaseStore:
                         noisy_count=cell.noisy_count,
                         suppressed=cell.suppressed,
                         derived=cell.derived,
-                        **{k: v for k, v in cell.labels.items() if k in _LABEL_COLUMNS},
+                        level=cell.labels.get("level"),
+                        age_band=cell.labels.get("age_band"),
+                        region=cell.labels.get("region"),
+                        sleep_bin=cell.labels.get("sleep_bin"),
                     )
                     for cell in released.cells
                 )

@@ -89,7 +89,9 @@ def train(
         raise typer.Exit(1)
 
 
-train.__signature__ = inspect.Signature(  # type: ignore[attr-defined]  # typer reads it
+# Typer reads the options from this signature. A function declares no __signature__ to
+# mypy, but inspect.signature (so typer) honours it.
+train.__signature__ = inspect.Signature(  # type: ignore[attr-defined]  # see above
     [
         *(p for p in inspect.signature(train).parameters.values() if p.kind != p.VAR_KEYWORD),
         *_setting_parameters(),
