@@ -199,7 +199,7 @@ def handle_attest(
     except Exception:
         log.exception("Could not answer the attestation challenge")
         return _error(message, FAILED, FAILED_REASON)
-    return Message(RecordDict({ATTESTATION_RECORD: ConfigRecord(fields)}), reply_to=message)
+    return Message(RecordDict({ATTESTATION_RECORD: ConfigRecord(dict(fields))}), reply_to=message)
 
 
 def _consented(device: LocalDevice) -> bool:
@@ -251,7 +251,7 @@ def handle_train(
             if not _consented(device):
                 log.info("Refused to train: this device's consent for %s is off", TRAINING_PURPOSE)
                 return _error(message, REFUSED, REFUSED_REASON)
-            config = TrainConfig.from_record(message.content[TRAIN_CONFIG_RECORD])
+            config = TrainConfig.from_record(message.content.config_records[TRAIN_CONFIG_RECORD])
             # The device's own budget (node config), else the one the server proposes.
             own = node_config(context, defaults).get("device-epsilon-budget")
             accountant = DeviceAccountant(
@@ -263,7 +263,7 @@ def handle_train(
             if len(y) == 0:
                 log.info("Did not train: the diary has no examples yet")
                 return _error(message, FAILED, FAILED_REASON)
-            global_weights = message.content[GLOBAL_MODEL_RECORD].to_numpy_ndarrays()
+            global_weights = message.content.array_records[GLOBAL_MODEL_RECORD].to_numpy_ndarrays()
             try:
                 arrays = clipped_update(
                     global_weights,

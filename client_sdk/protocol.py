@@ -65,6 +65,7 @@ __all__ = [
     "PURPOSES",
     "REFUSED",
     "REFUSED_REASON",
+    "SECAGG_MESSAGE_TYPE",
     "TRAINING_PURPOSE",
     "TRAIN_CONFIG_RECORD",
     "TRAIN_MESSAGE_TYPE",
@@ -93,6 +94,10 @@ TRAIN_MESSAGE_TYPE: Final = "train"
 GLOBAL_MODEL_RECORD: Final = "global-model"
 TRAIN_CONFIG_RECORD: Final = "train-config"
 UPDATE_RECORD: Final = "update"
+
+SECAGG_MESSAGE_TYPE: Final = "query.secagg"
+"""Secure aggregation's key, share and unmask stages (:mod:`client_sdk.secagg`); the masked
+input itself rides in the round's ``train`` or ``query.analytics`` message."""
 
 ANALYTICS_MESSAGE_TYPE: Final = "query.analytics"
 ANALYTICS_CONFIG_RECORD: Final = "analytics-config"

@@ -159,8 +159,8 @@ class Query:
             raise InvalidArgumentError(
                 f"query {self.name} takes vectors of length {self.dim}, got shape {matrix.shape}"
             )
-        finite = np.isfinite(matrix).all(axis=1)
-        matrix = np.where(finite[:, None], matrix, 0.0)
+        finite = np.isfinite(matrix).all(axis=1, keepdims=True)
+        matrix = np.where(finite, matrix, 0.0)
         matrix = np.clip(matrix, np.asarray(self.lower), np.asarray(self.upper))
         factors = clip_factors(np.linalg.norm(matrix, axis=1), max_norm=self.sensitivity)
         bounded: FloatArray = matrix * factors[:, None]

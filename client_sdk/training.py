@@ -196,7 +196,7 @@ def nonprivate_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> 
     """
     for parameter in model.parameters():
         parameter.grad = None
-    nn.functional.mse_loss(model(x).reshape(-1), y).backward()
+    torch.autograd.backward(nn.functional.mse_loss(model(x).reshape(-1), y))
 
 
 def _as_examples(X: npt.ArrayLike, y: npt.ArrayLike) -> tuple[torch.Tensor, torch.Tensor]:

@@ -35,7 +35,7 @@ import numpy as np
 import numpy.typing as npt
 from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
-from sqlalchemy import select
+from sqlalchemy import inspect, select
 
 from client_sdk.protocol import (
     ANALYTICS_CONFIG_RECORD,
@@ -198,11 +198,11 @@ class AnalyticsRound:
         )
         contributions: dict[str, dict[str, npt.NDArray[np.float64]]] = {}
         for reply in replies:
-            if reply.has_error() or CONTRIBUTION_RECORD not in reply.content:
-                continue  # refused, failed or dropped: contributes nothing
+            if reply.has_error() or CONTRIBUTION_RECORD not in reply.content.array_records:
+                continue  # refused, failed, dropped or malformed: contributes nothing
             key = self.run.attested.get(reply.metadata.src_node_id)
             if key is not None and key not in contributions:
-                record = reply.content[CONTRIBUTION_RECORD]
+                record = reply.content.array_records[CONTRIBUTION_RECORD]
                 contributions[key] = {name: array.numpy() for name, array in record.items()}
         return contributions
 
@@ -315,7 +315,7 @@ class AnalyticsRound:
 
 def _previous_analytics(store: ReleaseStore) -> Counter[tuple[float, float]]:
     """(q, sigma) -> count of every analytics figure already in the store."""
-    table = AnalyticsRelease.__table__  # type: ignore[attr-defined]  # SQLModel's table
+    table = inspect(AnalyticsRelease).local_table
     with store.engine.connect() as connection:
         sigmas = connection.scalars(select(table.c.noise_multiplier))
         return Counter((1.0, float(sigma)) for sigma in sigmas)

@@ -103,11 +103,11 @@ def attest_nodes(
     claimed: dict[int, str] = {}
     rejected: dict[int, str] = {}
     for node_id, nonce in nonces.items():
-        reply = replies.get(node_id)
-        if reply is None:
+        answer = replies.get(node_id)
+        if answer is None:
             rejected[node_id] = "no answer to the attestation challenge"
             continue
-        device_key = check_attestation(reply, run_id=run_id, node_id=node_id, nonce=nonce)
+        device_key = check_attestation(answer, run_id=run_id, node_id=node_id, nonce=nonce)
         if device_key is None:
             rejected[node_id] = "bad attestation"
             continue

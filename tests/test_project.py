@@ -32,12 +32,6 @@ def test_ruff_finds_nothing_to_fix() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="mypy errors remain in client_sdk/client_app.py, client_sdk/queries.py, "
-    "client_sdk/training.py, server/analytics.py and server/attestation.py (being reworked "
-    "for secure aggregation); remove this marker once they are fixed",
-)
 def test_mypy_strict_finds_no_error(tmp_path: Path) -> None:
     # py.typed ships in each package: its types are a promise, checked with the project's
     # [tool.mypy] configuration (strict). The cache goes to tmp_path, not the checkout.

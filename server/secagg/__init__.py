@@ -1,11 +1,13 @@
 """The server's side of secure aggregation (SecAgg+): round planning and the round session.
 
-Imports only ``client_sdk.secagg`` and libraries, so it can move with the protocol. See
-``client_sdk.secagg`` for the protocol, its stages and its departures from Bell et al.
+The session and the planning import only ``client_sdk.secagg`` and libraries;
+:mod:`~server.secagg.driver` runs a session over a Flower Grid. See ``client_sdk.secagg``
+for the protocol, its stages and its departures from Bell et al.
 
 >>> from server.secagg import ServerSession, choose_graph, plan_round
 """
 
+from server.secagg.driver import SecureSum, secure_sum
 from server.secagg.planning import (
     DEFAULT_COLLUSION_FRACTION,
     DEFAULT_DROPOUT_FRACTION,
@@ -19,8 +21,10 @@ __all__ = [
     "DEFAULT_COLLUSION_FRACTION",
     "DEFAULT_DROPOUT_FRACTION",
     "GraphChoice",
+    "SecureSum",
     "ServerSession",
     "ServerStage",
     "choose_graph",
     "plan_round",
+    "secure_sum",
 ]
