@@ -16,10 +16,12 @@ from privacy import ledger
 from privacy.accounting import (
     Counts,
     History,
+    MechanismKey,
     Method,
     PrivacyEvent,
-    SampledGaussian,
+    SampledSkellam,
     canonical_history,
+    has_skellam,
     history_epsilon,
 )
 from privacy.errors import BudgetExceededError, PrivacyError
@@ -29,28 +31,46 @@ __all__ = ["Accountant", "over_budget"]
 log = logging.getLogger(__name__)
 
 
-Pairs = Mapping[tuple[float, float], int]
+Pairs = Mapping[MechanismKey, int]
 
 
-def _pairs(history: History) -> dict[tuple[float, float], int]:
-    return {(q, sigma): count for q, sigma, count in history}
+def _pairs(history: History) -> dict[MechanismKey, int]:
+    return dict(history)
 
 
 def _dominates(larger: Pairs, smaller: History) -> bool:
-    return all(larger.get((q, sigma), 0) >= count for q, sigma, count in smaller)
+    return all(larger.get(key, 0) >= count for key, count in smaller)
 
 
 def _total(history: History) -> int:
-    return sum(count for _, _, count in history)
+    return sum(count for _, count in history)
 
 
 def _maximal(maps: Mapping[History, Pairs]) -> list[History]:
     """The histories no other one dominates; largest first, so one pass suffices."""
     maximal: list[History] = []
-    for history in sorted(maps, key=lambda history: (-_total(history), history)):
+    for history in sorted(maps, key=lambda history: (-_total(history), _sort_key(history))):
         if not any(_dominates(maps[larger], history) for larger in maximal):
             maximal.append(history)
     return maximal
+
+
+def _sort_key(history: History) -> tuple[tuple[bool, MechanismKey, int], ...]:
+    # Gaussian keys never meet Skellam keys in a comparison (canonical order puts them first).
+    return tuple((isinstance(key, SampledSkellam), key, count) for key, count in history)
+
+
+def _comparable_groups(histories: Iterable[History], method: Method) -> list[list[History]]:
+    """Histories whose epsilons come from one conversion, so domination orders them.
+
+    With PLD a Skellam history is converted with RDP and a Gaussian one with PLD; the two
+    bounds are not comparable (PLD can exceed RDP by its discretization), so a history of
+    one group says nothing about a history of the other. With RDP there is one group.
+    """
+    groups: dict[bool, list[History]] = defaultdict(list)
+    for history in histories:
+        groups[method == "pld" and has_skellam(history)].append(history)
+    return [groups[kind] for kind in sorted(groups)]
 
 
 def over_budget(
@@ -59,16 +79,27 @@ def over_budget(
     """The canonical histories whose epsilon is above ``epsilon_budget``.
 
     Epsilon can only grow when events are added, so a history with no more of any
-    (q, sigma) than one known to be within budget is within budget, and one with at
+    mechanism than one known to be within budget is within budget, and one with at
     least as many as a history known to be over is over. The maximal histories (those
     no other history dominates) are evaluated first: in the usual round, where they
     fit, nothing else is computed. The histories they leave open are split into
-    chains that differ only in the count of one (q, sigma), and each chain is
+    chains that differ only in the count of one mechanism, and each chain is
     binary-searched for its first history over budget: a few times log2(n)
-    computations for n distinct histories, instead of n.
+    computations for n distinct histories, instead of n. Histories mixing Gaussian and
+    Skellam events work the same way (every RDP curve is non-negative); with PLD, the
+    Skellam histories (converted with RDP) are searched apart from the Gaussian ones.
     """
+    result: set[History] = set()
+    for group in _comparable_groups(histories, method):
+        result |= _over_budget(group, epsilon_budget=epsilon_budget, delta=delta, method=method)
+    return result
+
+
+def _over_budget(
+    histories: Collection[History], *, epsilon_budget: float, delta: float, method: Method
+) -> set[History]:
     maps = {history: _pairs(history) for history in histories}
-    within: list[dict[tuple[float, float], int]] = []
+    within: list[dict[MechanismKey, int]] = []
     over: list[History] = []
 
     def exceeds(history: History) -> bool:
@@ -87,15 +118,15 @@ def over_budget(
     if not open_:
         return result
 
-    # The chains run along the (q, sigma) whose count varies most among open histories.
-    values: dict[tuple[float, float], set[int]] = defaultdict(set)
+    # The chains run along the mechanism whose count varies most among open histories.
+    values: dict[MechanismKey, set[int]] = defaultdict(set)
     for history in open_:
         for key, count in maps[history].items():
             values[key].add(count)
-    axis = max(values, key=lambda key: (len(values[key]), key))
+    axis = max(values, key=lambda key: (len(values[key]), isinstance(key, SampledSkellam), key))
     chains: dict[History, list[History]] = defaultdict(list)
     for history in open_:
-        chains[tuple(t for t in history if (t[0], t[1]) != axis)].append(history)
+        chains[tuple(item for item in history if item[0] != axis)].append(history)
     for chain in chains.values():
         chain.sort(key=lambda history: maps[history].get(axis, 0))
         low, high = 0, len(chain)  # chain[:low] within budget, chain[high:] over
@@ -109,7 +140,7 @@ def over_budget(
     return result
 
 
-def _with_event(history: Mapping[SampledGaussian, int], privacy_event: PrivacyEvent) -> History:
+def _with_event(history: Mapping[MechanismKey, int], privacy_event: PrivacyEvent) -> History:
     combined = dict(history)
     key = privacy_event.mechanism
     combined[key] = combined.get(key, 0) + privacy_event.count
@@ -138,7 +169,10 @@ class Accountant:
     (consented), whether or not Poisson sampling picked them: the amplification
     argument needs the sample to stay secret, so the charge cannot depend on it. A
     user eligible in fewer rounds has therefore spent less. Histories are kept as
-    counts per distinct (q, sigma), and epsilons are memoized by history, so a round
+    counts per distinct mechanism (central Gaussian :class:`SampledGaussian`, or
+    distributed Skellam :class:`SampledSkellam` for an event made with ``skellam=``),
+    composed in one budget by adding RDP curves; with ``method="pld"`` a history holding
+    a Skellam event is converted with RDP. Epsilons are memoized by history, so a round
     over 10,000 users costs a handful of accountant computations.
 
     >>> from privacy import PrivacyEvent
@@ -191,8 +225,8 @@ class Accountant:
     def _epsilon(self, history: Counts) -> float:
         return history_epsilon(history, delta=self.delta, method=self.method)
 
-    def history(self, user_id: str) -> dict[SampledGaussian, int]:
-        """The user's charges so far, as counts per (q, sigma)."""
+    def history(self, user_id: str) -> dict[MechanismKey, int]:
+        """The user's charges so far, as counts per mechanism key (Gaussian or Skellam)."""
         with self.engine.connect() as connection:
             return dict(ledger.load_histories(connection, [user_id]).get(user_id, {}))
 
@@ -276,25 +310,40 @@ class Accountant:
                 )
                 raise BudgetExceededError(refused, epsilon_budget=self.epsilon_budget)
 
-    def max_epsilon(self, users: Collection[str] | None = None) -> float:
+    def max_epsilon(
+        self, users: Collection[str] | None = None, *, purpose: str | None = None
+    ) -> float:
         """The largest epsilon any of ``users`` has spent (every user when None); 0 if none.
 
         This is the epsilon a release carries when ``users`` are the users whose data
-        could have shaped it. Users never charged count as 0. Epsilon only grows as
+        could have shaped it. With ``purpose``, only the charges for that purpose count
+        (from the audit log, as in :meth:`spent_by_purpose`): the composed cost of one
+        purpose's releases. Users never charged count as 0. Epsilon only grows as
         events are added, so only the maximal histories (those no other one dominates)
         are evaluated: for users who differ only in how many rounds they were eligible,
         that is one computation however many users there are.
         """
         if isinstance(users, str):
             raise TypeError("users must be a collection of user ids, not one string")
+        if purpose is not None and (not isinstance(purpose, str) or not purpose):
+            raise ValueError(f"purpose must be a non-empty string, got {purpose!r}")
+        chosen = None if users is None else sorted(_unique(users))
         with self.engine.connect() as connection:
-            if users is None:
+            if purpose is not None:
+                loaded = ledger.load_purpose_histories(connection, purpose, chosen)
+            elif chosen is None:
                 loaded = ledger.load_all_histories(connection)
             else:
-                loaded = ledger.load_histories(connection, sorted(_unique(users)))
+                loaded = ledger.load_histories(connection, chosen)
         distinct = {canonical_history(history) for history in loaded.values()}
-        maps = {history: _pairs(history) for history in distinct}
-        return max((self._epsilon(maps[history]) for history in _maximal(maps)), default=0.0)
+        return max(
+            (
+                self._epsilon(_pairs(history))
+                for group in _comparable_groups(distinct, self.method)
+                for history in _maximal({history: _pairs(history) for history in group})
+            ),
+            default=0.0,
+        )
 
     def spent_by_purpose(self, user_id: str) -> dict[str, float]:
         """Epsilon of the user's charges for each purpose taken alone.

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
-from privacy.accounting import Method, history_epsilon, noise_for_budget
+from privacy.accounting import (
+    Counts,
+    Method,
+    SampledGaussian,
+    canonical_history,
+    history_epsilon,
+    noise_for_budget,
+)
 from privacy.mechanisms import calibrate_gaussian_sigma
 
 __all__ = ["noise_multiplier_for"]
@@ -16,7 +21,7 @@ def noise_multiplier_for(
     delta: float,
     releases: int = 1,
     method: Method = "rdp",
-    after: Mapping[tuple[float, float], int] | None = None,
+    after: Counts | None = None,
 ) -> float:
     """The noise multiplier that keeps ``releases`` Gaussian releases within (epsilon, delta).
 
@@ -29,10 +34,11 @@ def noise_multiplier_for(
     Several: :func:`privacy.noise_for_budget` at sampling rate 1 with ``method``, on the
     safe side (that accountant's epsilon of the releases is at most ``epsilon``).
 
-    ``after`` is a history (q, sigma) -> count the releases come on top of (e.g. the
-    training rounds a user will also be charged): then the noise is the least (within
-    1e-6 relative) for which :func:`privacy.history_epsilon` of the whole history stays
-    within ``epsilon``, found by bisection (epsilon falls as the noise grows).
+    ``after`` is a history (mechanism key or (q, sigma) -> count, Gaussian or Skellam)
+    the releases come on top of (e.g. the training rounds a user will also be charged):
+    then the noise is the least (within 1e-6 relative) for which
+    :func:`privacy.history_epsilon` of the whole history stays within ``epsilon``, found
+    by bisection (epsilon falls as the noise grows).
 
     >>> round(noise_multiplier_for(epsilon=1.0, delta=1e-5), 3)
     3.731
@@ -53,16 +59,19 @@ def noise_multiplier_for(
 
 
 def _noise_on_top(
-    prior: Mapping[tuple[float, float], int],
+    prior: Counts,
     *,
     epsilon: float,
     delta: float,
     releases: int,
     method: Method,
 ) -> float:
+    base = dict(canonical_history(prior))
+
     def total(sigma: float) -> float:
-        history = dict(prior)
-        history[(1.0, sigma)] = history.get((1.0, sigma), 0) + releases
+        history = dict(base)
+        key = SampledGaussian(1.0, sigma)
+        history[key] = history.get(key, 0) + releases
         return history_epsilon(history, delta=delta, method=method)
 
     if history_epsilon(prior, delta=delta, method=method) >= epsilon:

@@ -55,7 +55,6 @@ from typing import Final
 
 import numpy as np
 import numpy.typing as npt
-from dp_accounting.rdp import rdp_privacy_accountant
 
 from privacy.mechanisms import secure_rng
 from privacy.quantization import (
@@ -67,6 +66,7 @@ from privacy.quantization import (
     lattice_bounds,
     to_modular,
 )
+from privacy.rdp import RDP_ORDERS, rdp_epsilon
 from privacy.skellam import MAX_POISSON_MEAN, skellam_noise, skellam_rdp, skellam_tail_bound
 from privacy.subsampled_rdp import symmetric_subsampled_rdp
 
@@ -82,11 +82,6 @@ __all__ = [
 
 DEFAULT_BITS: Final = 32
 DEFAULT_MAX_WRAP_PROBABILITY: Final = 1e-9
-
-RDP_ORDERS: Final[tuple[float, ...]] = tuple(
-    float(order) for order in rdp_privacy_accountant.DEFAULT_RDP_ORDERS
-)
-"""dp-accounting's default orders (1.1 to 10.9 by 0.1, 11 to 63, 128 to 1024)."""
 
 NORM_SLACK: Final = 1e-9
 """Relative slack on the clipping norm: a vector clipped to C in floating point may come
@@ -350,9 +345,7 @@ class DistributedSkellam:
         _check_count("rounds", rounds, 1)
         if not 0 < delta < 1:
             raise ValueError(f"delta must be in (0, 1), got {delta!r}")
-        curve = rounds * self.rdp(sampling_rate=sampling_rate)
-        epsilon, _order = rdp_privacy_accountant.compute_epsilon(RDP_ORDERS, curve, delta)
-        return float(epsilon)
+        return rdp_epsilon(rounds * self.rdp(sampling_rate=sampling_rate), delta=delta)
 
 
 @lru_cache(maxsize=4096)

@@ -1,27 +1,57 @@
-"""SQL storage of privacy charges: an audit log per release and a compact spend per user."""
+"""SQL storage of privacy charges: an audit log per release and a compact spend per user.
+
+Schema. ``privacy_charge`` has one row per (user, purpose, release); its ``variance``,
+``l1_sensitivity`` and ``l2_sensitivity`` columns are NULL for a central Gaussian event
+and hold the lattice parameters of a distributed Skellam event (:class:`SampledSkellam`).
+The spend, counts per user and distinct mechanism, is split by kind: ``privacy_spend``
+keyed (user_id, sampling_rate, noise_multiplier) for Gaussian events, exactly as before,
+and ``privacy_skellam_spend`` keyed by the user and every field of the Skellam key. (One
+table cannot hold both: the Gaussian primary key would make a Skellam event with the same
+(q, sigma) collide with it, and SQLite cannot change a primary key in place.) Databases
+made before the Skellam columns existed are brought up to date by :func:`create_tables`.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import Connection, Engine, Index, Table, UniqueConstraint, select
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Float,
+    Index,
+    Select,
+    Table,
+    UniqueConstraint,
+    func,
+    inspect,
+    null,
+    select,
+)
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import registry
+from sqlalchemy.schema import CreateColumn
 from sqlmodel import Field, SQLModel
 
-from privacy.accounting import PrivacyEvent, SampledGaussian
+from privacy.accounting import MechanismKey, PrivacyEvent, SampledGaussian, SampledSkellam
+from privacy.errors import PrivacyError
 
 __all__ = [
     "Histories",
     "PrivacyCharge",
+    "PrivacySkellamSpend",
     "PrivacySpend",
     "already_charged",
     "create_tables",
     "load_all_histories",
     "load_histories",
     "load_histories_by_purpose",
+    "load_purpose_histories",
     "metadata",
     "record_charge",
 ]
@@ -59,10 +89,14 @@ class PrivacyCharge(_PrivacyModel, table=True):
     noise_multiplier: float
     count: int
     charged_at: datetime
+    # NULL for a Gaussian event; the SampledSkellam key's lattice fields otherwise.
+    variance: float | None = Field(default=None)
+    l1_sensitivity: float | None = Field(default=None)
+    l2_sensitivity: float | None = Field(default=None)
 
 
 class PrivacySpend(_PrivacyModel, table=True):
-    """Per user, how many times each distinct (q, sigma) was charged: the history."""
+    """Per user, how many times each distinct Gaussian (q, sigma) was charged."""
 
     __tablename__ = "privacy_spend"
 
@@ -72,15 +106,68 @@ class PrivacySpend(_PrivacyModel, table=True):
     count: int
 
 
+class PrivacySkellamSpend(_PrivacyModel, table=True):
+    """Per user, how many times each distinct distributed Skellam mechanism was charged."""
+
+    __tablename__ = "privacy_skellam_spend"
+
+    user_id: str = Field(primary_key=True, max_length=256)
+    sampling_rate: float = Field(primary_key=True)
+    noise_multiplier: float = Field(primary_key=True)
+    variance: float = Field(primary_key=True)
+    l1_sensitivity: float = Field(primary_key=True)
+    l2_sensitivity: float = Field(primary_key=True)
+    count: int
+
+
 _charge: Table = metadata.tables[PrivacyCharge.__tablename__]
 _spend: Table = metadata.tables[PrivacySpend.__tablename__]
+_skellam_spend: Table = metadata.tables[PrivacySkellamSpend.__tablename__]
+_LATTICE = ("variance", "l1_sensitivity", "l2_sensitivity")
 
-Histories = dict[str, dict[SampledGaussian, int]]
+log = logging.getLogger(__name__)
+
+Histories = dict[str, dict[MechanismKey, int]]
+
+_SCHEMA_ATTEMPTS = 3  # a concurrent creator can win a race once per table or column
 
 
 def create_tables(engine: Engine) -> None:
-    """Create the privacy tables if missing (until the project's migrations own them)."""
-    metadata.create_all(engine)
+    """Create the privacy tables and add the columns missing from older databases.
+
+    Idempotent and safe to run from several processes at once: a statement that loses a
+    race to a concurrent creator fails, and the next attempt finds its table or column.
+    (Until the project's migrations own the schema.)
+    """
+    for attempt in range(1, _SCHEMA_ATTEMPTS + 1):
+        try:
+            metadata.create_all(engine)
+            _add_missing_columns(engine)
+            return
+        except DBAPIError:
+            if attempt == _SCHEMA_ATTEMPTS:
+                raise
+            log.info("Privacy schema changed concurrently; checking it again")
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """ALTER TABLE ... ADD COLUMN for each nullable column a table was created without."""
+    with engine.begin() as connection:
+        inspector = inspect(connection)
+        for table in metadata.sorted_tables:
+            present = {column["name"] for column in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name in present:
+                    continue
+                if not column.nullable:
+                    raise PrivacyError(
+                        f"table {table.name} lacks the required column {column.name}: "
+                        "it cannot be added in place; migrate the database"
+                    )
+                definition = CreateColumn(column).compile(dialect=connection.dialect)
+                table_name = connection.dialect.identifier_preparer.format_table(table)
+                log.info("Adding column %s to %s", column.name, table.name)
+                connection.exec_driver_sql(f"ALTER TABLE {table_name} ADD COLUMN {definition}")
 
 
 def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
@@ -112,10 +199,15 @@ def record_charge(
     release_id: str,
 ) -> None:
     """Append the audit rows and add ``event`` to each user's spend, in the caller's
-    transaction. The spend is an upsert so concurrent writers add up, never overwrite."""
+    transaction. The spend is an upsert so concurrent writers add up, never overwrite;
+    rows are written in user order, so concurrent writers lock them in the same order."""
     if not user_ids:
         return
     now = datetime.now(UTC)
+    key = event.mechanism
+    lattice = {
+        name: getattr(key, name) if isinstance(key, SampledSkellam) else None for name in _LATTICE
+    }
     connection.execute(
         _charge.insert(),
         [
@@ -128,60 +220,112 @@ def record_charge(
                 "noise_multiplier": event.noise_multiplier,
                 "count": event.count,
                 "charged_at": now,
+                **lattice,
             }
             for user_id in user_ids
         ],
     )
+    table = _skellam_spend if isinstance(key, SampledSkellam) else _spend
     dialect = connection.dialect.name
     insert: sqlite.Insert | postgresql.Insert
     if dialect == "sqlite":
-        insert = sqlite.insert(_spend)
+        insert = sqlite.insert(table)
     elif dialect == "postgresql":
-        insert = postgresql.insert(_spend)
+        insert = postgresql.insert(table)
     else:
         raise NotImplementedError(f"privacy ledger supports SQLite and PostgreSQL, not {dialect}")
     upsert = insert.on_conflict_do_update(
-        index_elements=[_spend.c.user_id, _spend.c.sampling_rate, _spend.c.noise_multiplier],
-        set_={"count": _spend.c.count + insert.excluded.count},
+        index_elements=list(table.primary_key.columns),
+        set_={"count": table.c.count + insert.excluded.count},
     )
+    fields = key._asdict()
     connection.execute(
         upsert,
-        [
-            {
-                "user_id": user_id,
-                "sampling_rate": event.sampling_rate,
-                "noise_multiplier": event.noise_multiplier,
-                "count": event.count,
-            }
-            for user_id in user_ids
-        ],
+        [{"user_id": user_id, **fields, "count": event.count} for user_id in sorted(user_ids)],
     )
 
 
-def _collect(rows: Iterable[tuple[str, float, float, int]], histories: Histories) -> Histories:
-    for user_id, sampling_rate, noise_multiplier, count in rows:
-        histories[user_id][SampledGaussian(sampling_rate, noise_multiplier)] += count
+def _collect(rows: Iterable[Sequence[Any]], histories: Histories) -> Histories:
+    # Each row: owner (user or purpose), q, sigma, variance, L1, L2 (NULL: Gaussian), count.
+    for owner, sampling_rate, noise_multiplier, variance, l1, l2, count in rows:
+        key: MechanismKey
+        if variance is None or l1 is None or l2 is None:
+            key = SampledGaussian(sampling_rate, noise_multiplier)
+        else:
+            key = SampledSkellam(sampling_rate, noise_multiplier, variance, l1, l2)
+        histories[owner][key] += count
     return histories
+
+
+def _new_histories() -> Histories:
+    return defaultdict(lambda: defaultdict(int))
+
+
+def _spend_queries() -> list[tuple[Table, Select[Any]]]:
+    """Each spend table with a query of its rows in the shape ``_collect`` reads (NULL
+    lattice fields for the Gaussian table)."""
+    absent = null().cast(Float)
+    gaussian = select(
+        _spend.c.user_id,
+        _spend.c.sampling_rate,
+        _spend.c.noise_multiplier,
+        absent,
+        absent,
+        absent,
+        _spend.c.count,
+    )
+    skellam = select(
+        _skellam_spend.c.user_id,
+        _skellam_spend.c.sampling_rate,
+        _skellam_spend.c.noise_multiplier,
+        *(_skellam_spend.c[name] for name in _LATTICE),
+        _skellam_spend.c.count,
+    )
+    return [(_spend, gaussian), (_skellam_spend, skellam)]
 
 
 def load_histories(connection: Connection, user_ids: Sequence[str]) -> Histories:
     """The spend of each of ``user_ids`` (users never charged are absent)."""
-    histories: Histories = defaultdict(lambda: defaultdict(int))
-    columns = (_spend.c.user_id, _spend.c.sampling_rate, _spend.c.noise_multiplier, _spend.c.count)
+    histories = _new_histories()
     for chunk in _chunks(user_ids):
-        _collect(connection.execute(select(*columns).where(_spend.c.user_id.in_(chunk))), histories)
+        for table, query in _spend_queries():
+            rows = connection.execute(query.where(table.c.user_id.in_(chunk)))
+            _collect(rows, histories)
     return histories
 
 
 def load_all_histories(connection: Connection) -> Histories:
     """The spend of every user ever charged."""
-    columns = (_spend.c.user_id, _spend.c.sampling_rate, _spend.c.noise_multiplier, _spend.c.count)
-    return _collect(connection.execute(select(*columns)), defaultdict(lambda: defaultdict(int)))
+    histories = _new_histories()
+    for _table, query in _spend_queries():
+        _collect(connection.execute(query), histories)
+    return histories
+
+
+def _charge_totals(grouped_by: Any) -> Select[Any]:
+    """Counts from the audit log summed per (``grouped_by``, mechanism) in the database."""
+    lattice = [_charge.c[name] for name in _LATTICE]
+    mechanism = [_charge.c.sampling_rate, _charge.c.noise_multiplier, *lattice]
+    return select(grouped_by, *mechanism, func.sum(_charge.c.count)).group_by(
+        grouped_by, *mechanism
+    )
 
 
 def load_histories_by_purpose(connection: Connection, user_id: str) -> Histories:
     """One user's charges regrouped per purpose, from the audit log."""
-    query = select(
-        _charge.c.purpose, _charge.c.sampling_rate, _charge.c.noise_multiplier, _charge.c.count
-    ).where(_charge.c.user_id == user_id)
-    return _collect(connection.execute(query), defaultdict(lambda: defaultdict(int)))
+    query = _charge_totals(_charge.c.purpose).where(_charge.c.user_id == user_id)
+    return _collect(connection.execute(query), _new_histories())
+
+
+def load_purpose_histories(
+    connection: Connection, purpose: str, user_ids: Sequence[str] | None = None
+) -> Histories:
+    """Each user's charges for ``purpose`` alone (every user when ``user_ids`` is None),
+    from the audit log; users never charged for it are absent."""
+    query = _charge_totals(_charge.c.user_id).where(_charge.c.purpose == purpose)
+    histories = _new_histories()
+    if user_ids is None:
+        return _collect(connection.execute(query), histories)
+    for chunk in _chunks(user_ids):
+        _collect(connection.execute(query.where(_charge.c.user_id.in_(chunk))), histories)
+    return histories

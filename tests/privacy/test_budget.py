@@ -13,13 +13,13 @@ import privacy.budget
 from privacy import (
     Accountant,
     BudgetExceededError,
+    MechanismKey,
     PrivacyError,
     PrivacyEvent,
-    SampledGaussian,
     epsilon_for,
     history_epsilon,
 )
-from privacy.accounting import canonical_history
+from privacy.accounting import History, canonical_history
 from privacy.budget import over_budget
 from privacy.ledger import PrivacyCharge, PrivacySpend
 
@@ -194,9 +194,8 @@ def test_over_budget_agrees_with_evaluating_every_history(method: str) -> None:
     }
     budget = 3.0
 
-    def brute(history: tuple[tuple[float, float, int], ...]) -> bool:
-        as_map = {(q, s): c for q, s, c in history}
-        return history_epsilon(as_map, delta=DELTA, method=method) > budget
+    def brute(history: History) -> bool:
+        return history_epsilon(dict(history), delta=DELTA, method=method) > budget
 
     expected = {history for history in histories if brute(history)}
     assert 0 < len(expected) < len(histories)
@@ -206,7 +205,7 @@ def test_over_budget_agrees_with_evaluating_every_history(method: str) -> None:
 USERS = [f"device-{i:05d}" for i in range(10_000)]
 
 
-def near_the_budget(accountant: Accountant) -> dict[str, dict[SampledGaussian, int]]:
+def near_the_budget(accountant: Accountant) -> dict[str, dict[MechanismKey, int]]:
     """10,000 users with random training and analytics counts, written straight to the
     spend table; with a budget of 1.3 (about 300 of 500 rounds) many are near it."""
     rng = random.Random(0)
@@ -299,13 +298,11 @@ def test_max_epsilon_of_ten_thousand_users_evaluates_only_the_maximal_histories(
         h
         for h in distinct
         if not any(
-            o != h and all(dict(((q, s), c) for q, s, c in o).get((q, s), 0) >= c for q, s, c in h)
+            o != h and all(dict(o).get(key, 0) >= count for key, count in h)
             for o in distinct
         )
     ]
-    brute = max(
-        history_epsilon({(q, s): c for q, s, c in history}, delta=DELTA) for history in distinct
-    )
+    brute = max(history_epsilon(dict(history), delta=DELTA) for history in distinct)
     calls = count_epsilon_computations(monkeypatch)
 
     everyone = accountant.max_epsilon(USERS)
