@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    Column,
     Connection,
     Engine,
     Float,
@@ -129,7 +130,9 @@ log = logging.getLogger(__name__)
 
 Histories = dict[str, dict[MechanismKey, int]]
 
-_SCHEMA_ATTEMPTS = 3  # a concurrent creator can win a race once per table or column
+# Each failed attempt means a concurrent creator won the race for a table or a column,
+# so one attempt per table and column, plus one, always suffices.
+_SCHEMA_ATTEMPTS = 1 + sum(1 + len(table.columns) for table in metadata.tables.values())
 
 
 def create_tables(engine: Engine) -> None:
@@ -151,23 +154,32 @@ def create_tables(engine: Engine) -> None:
 
 
 def _add_missing_columns(engine: Engine) -> None:
-    """ALTER TABLE ... ADD COLUMN for each nullable column a table was created without."""
+    """ALTER TABLE ... ADD COLUMN for each nullable column a table was created without.
+
+    Every table is checked before anything changes: a table lacking a required column
+    (which cannot be added in place) raises :class:`PrivacyError` and alters nothing.
+    """
     with engine.begin() as connection:
         inspector = inspect(connection)
+        missing: list[tuple[Table, Column[Any]]] = []
         for table in metadata.sorted_tables:
             present = {column["name"] for column in inspector.get_columns(table.name)}
-            for column in table.columns:
-                if column.name in present:
-                    continue
-                if not column.nullable:
-                    raise PrivacyError(
-                        f"table {table.name} lacks the required column {column.name}: "
-                        "it cannot be added in place; migrate the database"
-                    )
-                definition = CreateColumn(column).compile(dialect=connection.dialect)
-                table_name = connection.dialect.identifier_preparer.format_table(table)
-                log.info("Adding column %s to %s", column.name, table.name)
-                connection.exec_driver_sql(f"ALTER TABLE {table_name} ADD COLUMN {definition}")
+            missing.extend(
+                (table, column) for column in table.columns if column.name not in present
+            )
+        required = [f"{table.name}.{col.name}" for table, col in missing if not col.nullable]
+        if required:
+            raise PrivacyError(
+                f"the privacy tables lack required column(s) {', '.join(required)}, which "
+                "cannot be added in place: migrate the database"
+            )
+        preparer = connection.dialect.identifier_preparer
+        for table, column in missing:
+            definition = CreateColumn(column).compile(dialect=connection.dialect)
+            log.info("Adding column %s to %s", column.name, table.name)
+            connection.exec_driver_sql(
+                f"ALTER TABLE {preparer.format_table(table)} ADD COLUMN {definition}"
+            )
 
 
 def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
