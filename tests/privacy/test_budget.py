@@ -298,8 +298,7 @@ def test_max_epsilon_of_ten_thousand_users_evaluates_only_the_maximal_histories(
         h
         for h in distinct
         if not any(
-            o != h and all(dict(o).get(key, 0) >= count for key, count in h)
-            for o in distinct
+            o != h and all(dict(o).get(key, 0) >= count for key, count in h) for o in distinct
         )
     ]
     brute = max(history_epsilon(dict(history), delta=DELTA) for history in distinct)
