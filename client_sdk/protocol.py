@@ -124,22 +124,30 @@ class TrainConfig:
     On the wire each field is a ConfigRecord entry named with hyphens
     (``clipping_norm`` -> ``"clipping-norm"``).
 
-    >>> config = TrainConfig(round=2, clipping_norm=1.0, local_steps=5, sample_rate=0.2,
-    ...     learning_rate=0.05, device_noise_multiplier=1.0, device_max_grad_norm=1.0,
-    ...     device_epsilon_budget=10.0, device_delta=1e-4)
+    >>> config = TrainConfig(round=2, clipping_norm=1.0, noise_multiplier=1.0,
+    ...     participation_rate=0.1, local_steps=5, sample_rate=0.2, learning_rate=0.05,
+    ...     device_noise_multiplier=1.0)
     >>> TrainConfig.from_record(config.to_record()) == config
     True
     """
 
     round: int
     clipping_norm: float
+    """C: the update's L2 bound (user level)."""
+    noise_multiplier: float
+    """Sigma: in a secure round, the noise the survivors' sum must carry, as a multiple of C
+    (the devices add it); in a central round, what the trusted server adds."""
+    participation_rate: float
+    """q: in a secure round each device takes part in the sum with its update with this
+    probability, drawn on the device (the server never learns who did); otherwise it adds
+    zeros and its noise share. In a central round the server has sampled already (1)."""
     local_steps: int
     sample_rate: float
+    """DP-SGD's Poisson sampling rate over the device's examples (record level)."""
     learning_rate: float
     device_noise_multiplier: float
-    device_max_grad_norm: float
-    device_epsilon_budget: float
-    device_delta: float
+    """The DP-SGD noise the server asks for: a device uses the larger of this and its own
+    minimum, and refuses a request below its minimum."""
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:

@@ -63,6 +63,7 @@ __all__ = [
     "SLEEP_BINS",
     "Cell",
     "Query",
+    "analytics_clip_norm",
     "cohort_query",
     "iso_week_start",
     "queries_from_config",
@@ -353,6 +354,16 @@ def standard_queries(
         _share_query("low-mood-share", "Share of low-mood days (mood <= 2)", [("level", "<=2")]),
         sleep,
     )
+
+
+def analytics_clip_norm(queries: Sequence[Query]) -> float:
+    """The L2 bound of one device's vectors for ``queries`` put end to end: the clipping
+    norm of the single vector a device sends into a secure sum.
+
+    >>> round(analytics_clip_norm(standard_queries()), 6)
+    2.828427
+    """
+    return math.sqrt(sum(query.sensitivity**2 for query in queries))
 
 
 def queries_to_config(queries: Sequence[Query]) -> dict[str, str]:

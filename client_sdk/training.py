@@ -52,6 +52,7 @@ from torch import nn
 from client_sdk.dpsgd import DPSGD, PerExample
 from client_sdk.errors import InvalidArgumentError
 from client_sdk.model import get_weights
+from client_sdk.policy import DevicePolicy
 from client_sdk.protocol import TrainConfig
 from privacy import DeviceAccountant, secure_rng
 
@@ -110,15 +111,17 @@ class LocalTrainingConfig:
             raise InvalidArgumentError(f"delta must be in (0, 1), got {self.delta!r}")
 
     @classmethod
-    def from_train_config(cls, config: TrainConfig) -> LocalTrainingConfig:
-        """The local training a round's ``train-config`` asks for."""
+    def from_request(cls, config: TrainConfig, policy: DevicePolicy) -> LocalTrainingConfig:
+        """The local training a round's ``train-config`` asks for, under the device's policy:
+        the server sets the schedule; the noise is never below the policy's, the clipping
+        norm and delta are the policy's."""
         return cls(
             steps=config.local_steps,
             sample_rate=config.sample_rate,
             learning_rate=config.learning_rate,
-            noise_multiplier=config.device_noise_multiplier,
-            max_grad_norm=config.device_max_grad_norm,
-            delta=config.device_delta,
+            noise_multiplier=max(config.device_noise_multiplier, policy.noise_multiplier),
+            max_grad_norm=policy.max_grad_norm,
+            delta=policy.delta,
         )
 
     def expected_batch(self, num_examples: int) -> float:

@@ -16,12 +16,13 @@ import logging
 from collections.abc import Sequence
 
 import numpy as np
+import numpy.typing as npt
 from flwr.app import ArrayRecord, Message
 
 from client_sdk.protocol import UPDATE_RECORD
 from privacy import add_gaussian_noise, clip_update
 
-__all__ = ["dp_fedavg", "next_global", "parse_update"]
+__all__ = ["apply_average", "dp_fedavg", "next_global", "parse_update"]
 
 log = logging.getLogger(__name__)
 
@@ -116,3 +117,21 @@ def next_global(
         rng=rng,
     )
     return [(w + a).astype(w.dtype) for w, a in zip(weights, average, strict=True)]
+
+
+def apply_average(weights: Sequence[np.ndarray], average: npt.ArrayLike) -> list[np.ndarray]:
+    """The next global model: ``weights`` plus a flat average update laid out in their order
+    and shapes (a secure round's decoded, noised sum over the expected count).
+
+    >>> [w.tolist() for w in apply_average([np.zeros(2), np.ones(1)], [0.5, -1.0, 2.0])]
+    [[0.5, -1.0], [3.0]]
+    """
+    flat = np.asarray(average, dtype=np.float64)
+    sizes = [int(np.prod(w.shape)) for w in weights]
+    if flat.shape != (sum(sizes),):
+        raise ValueError(f"an average of shape {flat.shape} for a model of {sum(sizes)} values")
+    parts = np.split(flat, np.cumsum(sizes)[:-1])
+    return [
+        np.asarray(w + part.reshape(w.shape), dtype=w.dtype)
+        for w, part in zip(weights, parts, strict=True)
+    ]

@@ -26,6 +26,7 @@ from client_sdk.protocol import (
     new_nonce,
     verify_attestation,
 )
+from client_sdk.secagg import Attestation
 from server.messaging import exchange
 from server.observers import RunObserver
 
@@ -42,6 +43,9 @@ class Attestations:
     """Node id -> verified device key, for the nodes that take part."""
     rejected: dict[int, str] = field(default_factory=dict)
     """Node id -> why it was left out."""
+    records: dict[int, Attestation] = field(default_factory=dict)
+    """Node id -> its signed attestation (key, signature, nonce): what a secure sum
+    forwards to a node's neighbours so they can check its round keys."""
 
     def node_for(self) -> dict[str, int]:
         """Device key -> node id (keys are unique by construction)."""
@@ -100,7 +104,7 @@ def attest_nodes(
         source = reply.metadata.src_node_id
         if source in nonces and source not in replies:
             replies[source] = reply
-    claimed: dict[int, str] = {}
+    claimed: dict[int, Attestation] = {}
     rejected: dict[int, str] = {}
     for node_id, nonce in nonces.items():
         answer = replies.get(node_id)
@@ -111,18 +115,23 @@ def attest_nodes(
         if device_key is None:
             rejected[node_id] = "bad attestation"
             continue
-        claimed[node_id] = device_key
+        signature = str(answer.content.config_records[ATTESTATION_RECORD]["signature"])
+        claimed[node_id] = Attestation(device_key=device_key, signature=signature, nonce=nonce)
     return _unique(claimed, rejected)
 
 
-def _unique(claimed: Mapping[int, str], rejected: dict[int, str]) -> Attestations:
-    counts = Counter(claimed.values())
-    accepted: dict[int, str] = {}
-    for node_id, device_key in claimed.items():
-        if counts[device_key] > 1:
+def _unique(claimed: Mapping[int, Attestation], rejected: dict[int, str]) -> Attestations:
+    counts = Counter(record.device_key for record in claimed.values())
+    accepted: dict[int, Attestation] = {}
+    for node_id, record in claimed.items():
+        if counts[record.device_key] > 1:
             rejected[node_id] = "device key presented by more than one node"
         else:
-            accepted[node_id] = device_key
+            accepted[node_id] = record
     for node_id, reason in sorted(rejected.items()):
         log.warning("Node %s left out of the run: %s", node_id, reason)
-    return Attestations(device_keys=accepted, rejected=rejected)
+    return Attestations(
+        device_keys={node: record.device_key for node, record in accepted.items()},
+        rejected=rejected,
+        records=accepted,
+    )

@@ -53,4 +53,6 @@ def exchange(
             break
         if not arrived:
             time.sleep(_PULL_INTERVAL)
+    for observer in observers:
+        observer.replies_received(phase, replies)
     return replies

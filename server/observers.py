@@ -6,9 +6,12 @@ the server may know, and run on the ServerApp's thread, so they must be quick.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from flwr.app import Message
+
     from server.analytics import AnalyticsReport
     from server.training import RoundReport
 
@@ -33,3 +36,6 @@ class RunObserver:
 
     def after_analytics(self, report: AnalyticsReport) -> None:
         """An analytics week was published."""
+
+    def replies_received(self, phase: str, replies: Sequence[Message]) -> None:
+        """Every reply of a phase, as the server received it (for a transcript)."""

@@ -28,6 +28,7 @@ from server.observers import RunObserver
 from server.releases import ReleaseStore
 from server.settings import TrainSettings
 from server.training import RoundReport, TrainingRound, TrainingRun, initial_weights, model_name
+from server.transcript import Transcript
 
 __all__ = ["NO_CONSENT_SERVICE", "RunResult", "run_server", "run_training", "wait_for_nodes"]
 
@@ -50,6 +51,7 @@ class RunResult:
     reason: str
     rounds: list[RoundReport] = field(default_factory=list)
     attested: dict[int, str] = field(default_factory=dict)
+    attestations: Attestations | None = None
     epsilon: float = 0.0
     analytics: list[AnalyticsReport] = field(default_factory=list)
     """The weekly analytics releases run after training, if any were planned."""
@@ -120,6 +122,7 @@ def run_training(
             )
         attested = run.attestations.device_keys
         result.attested = dict(attested)
+        result.attestations = run.attestations
         store.set_attested(run.run_id, len(attested))
         log.info("%d node(s) attested, %d left out", len(attested), len(run.attestations.rejected))
         if len(attested) < settings.min_nodes:
@@ -166,6 +169,8 @@ def run_server(
     """
     if eligibility is None and settings.consent_url is None:
         raise ConfigurationError(NO_CONSENT_SERVICE)
+    if settings.transcript_dir is not None:
+        observers = [*observers, Transcript(settings.transcript_dir)]
     with ExitStack() as stack:
         if eligibility is None:
             assert settings.consent_url is not None and settings.eligibility_token is not None
@@ -202,8 +207,10 @@ def run_server(
                     accountant=accountant,
                     store=store,
                     grid=grid,
-                    attested=result.attested,
+                    attestations=result.attestations,
                     observers=observers,
+                    aggregation=settings.aggregation,
+                    private=settings.seed is None,
                 )
             )
         return result

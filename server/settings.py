@@ -18,7 +18,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from client_sdk.protocol import TrainConfig
 from consent.settings import default_data_dir
 
-__all__ = ["ENV_ONLY", "TrainSettings"]
+__all__ = ["ENV_ONLY", "Aggregation", "TrainSettings"]
+
+Aggregation = Literal["secure", "central"]
+"""secure: SecAgg+ with the noise added on the devices (the server sees only the noised
+sum); central: a trusted server sees the clipped contributions and adds the noise."""
 
 # Where things live and how to reach them: from the environment only, never from a Flower
 # run config (which travels inside a FAB and may be logged).
@@ -30,6 +34,7 @@ ENV_ONLY: Final = frozenset(
         "data_dir",
         "release_database_url",
         "accountant_database_url",
+        "transcript_dir",
     }
 )
 
@@ -68,15 +73,17 @@ class TrainSettings(BaseSettings):
     )
     learning_rate: float = Field(default=0.05, gt=0, description="DP-SGD learning rate")
     device_noise_multiplier: float = Field(
-        default=1.0, gt=0, description="DP-SGD noise multiplier on each device"
+        default=1.0,
+        gt=0,
+        description="DP-SGD noise asked of each device (it uses at least its own minimum)",
     )
-    device_max_grad_norm: float = Field(
-        default=1.0, gt=0, description="DP-SGD per-example clipping norm on each device"
+    aggregation: Aggregation = Field(
+        default="secure",
+        description=(
+            "secure: SecAgg+ with noise added on the devices, the server sees only the noised "
+            "sum; central: a trusted server sees clipped updates and adds the noise"
+        ),
     )
-    device_epsilon_budget: float = Field(
-        default=10.0, gt=0, description="each device's own record-level DP-SGD budget"
-    )
-    device_delta: float = Field(default=1e-4, gt=0, lt=1, description="δ of the device budget")
 
     # Sampling: None draws each round's sample from the OS's CSPRNG (production);
     # an integer makes sampling and server noise reproducible (tests only).
@@ -102,6 +109,10 @@ class TrainSettings(BaseSettings):
     )
     release_database_url: str | None = None
     accountant_database_url: str | None = None
+    transcript_dir: Path | None = Field(
+        default=None,
+        description="write every reply the server receives here (server.transcript)",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -154,11 +165,16 @@ class TrainSettings(BaseSettings):
         values.update(overrides)
         return cls(**values)
 
-    def train_config(self, round_number: int) -> TrainConfig:
-        """The ``train-config`` a round sends: each field of :class:`TrainConfig` from the
-        setting of the same name."""
-        names = [name for name in TrainConfig.field_names() if name != "round"]
-        return TrainConfig(round=round_number, **{name: getattr(self, name) for name in names})
+    def train_config(self, round_number: int, *, participation_rate: float) -> TrainConfig:
+        """The ``train-config`` a round sends: the round, its participation rate, and every
+        other field of :class:`TrainConfig` from the setting of the same name."""
+        fixed = {"round", "participation_rate"}
+        names = [name for name in TrainConfig.field_names() if name not in fixed]
+        return TrainConfig(
+            round=round_number,
+            participation_rate=participation_rate,
+            **{name: getattr(self, name) for name in names},
+        )
 
     def describe(self) -> dict[str, Any]:
         """The non-secret settings, for the release store and logs."""

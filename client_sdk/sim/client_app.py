@@ -4,8 +4,11 @@ A node stands for device ``partition-id`` of the synthetic federation under ``si
 (:mod:`client_sdk.sim.federation`): its key and diary come from the synthetic
 population, its consent receipts and DP-SGD ledger live in its own folder there. A
 folder holding a full :class:`~client_sdk.Device` is opened as that device instead, and a
-node config with ``device-dir`` is a real device, as in production. The handlers are
-:mod:`client_sdk.client_app`'s, unchanged.
+node config with ``device-dir`` is a real device, as in production. A simulated device's
+policy (:class:`~client_sdk.policy.DevicePolicy`) comes from its ``device-*`` settings,
+which here may also come from the run config: the simulation's operator plays the
+devices too (a real device never reads its policy from the run config). The handlers
+are :mod:`client_sdk.client_app`'s, unchanged.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from client_sdk.client_app import (
     open_device_folder,
     open_local_device,
 )
+from client_sdk.policy import DevicePolicy
 from client_sdk.sim.federation import FederationSpec, default_sim_root, device_folder
 
 __all__ = ["app", "make_sim_client_app", "open_simulated_device"]
@@ -41,8 +45,11 @@ def open_simulated_device(context: Context, defaults: Mapping[str, Any]) -> Loca
     if not 0 <= index < spec.devices:
         raise ValueError(f"partition {index} is not a device of the federation at {root}")
     folder = device_folder(root, index)
+    policy = DevicePolicy.from_node_config(config)
     if (folder / "device.key").exists():
-        return open_device_folder(folder, url=spec.consent_url, log_key=spec.log_key)
+        device = open_device_folder(folder, url=spec.consent_url, log_key=spec.log_key)
+        device.policy = policy
+        return device
     population = spec.population()
     params = population.params
     cohort = (
@@ -56,15 +63,25 @@ def open_simulated_device(context: Context, defaults: Mapping[str, Any]) -> Loca
         log_key=spec.log_key,
         _diary=lambda: population.daily_series(index),
         cohort=cohort,
+        policy=policy,
     )
 
 
 def make_sim_client_app(
-    *, defaults: Mapping[str, Any] | None = None, mods: Sequence[Mod] = ()
+    *,
+    defaults: Mapping[str, Any] | None = None,
+    mods: Sequence[Mod] = (),
+    _test_without_noise: bool = False,
 ) -> ClientApp:
-    """The production ClientApp over simulated devices (``defaults`` e.g. ``sim-root``,
-    for ``flwr.simulation.run_simulation``, whose nodes get no run config)."""
-    return make_client_app(defaults=defaults, mods=mods, open_device=open_simulated_device)
+    """The production ClientApp over simulated devices (``defaults`` e.g. ``sim-root`` and
+    the devices' policy, for ``flwr.simulation.run_simulation``, whose nodes get no run
+    config). ``_test_without_noise``: see :func:`client_sdk.client_app.make_client_app`."""
+    return make_client_app(
+        defaults=defaults,
+        mods=mods,
+        open_device=open_simulated_device,
+        _test_without_noise=_test_without_noise,
+    )
 
 
 app = make_sim_client_app()

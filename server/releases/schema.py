@@ -4,8 +4,13 @@ Nothing in it is per-user. Tables (on their own SQLAlchemy registry, :data:`meta
 
 - ``training_run``: one federated training run: its settings, status and why it stopped.
 - ``release``: one row per published thing, model round or analytics figure, with the
-  (epsilon, delta) of the users it could depend on (the largest epsilon any of them had
-  spent by then): the one list an analyst scans to see the privacy cost of every figure.
+  (epsilon, delta) of the users it could depend on: ``epsilon`` is *composed* (the largest
+  total any of them had spent by then, every purpose) and ``release_epsilon`` the
+  *incremental* cost of this release alone. ``aggregation`` says how it was made
+  (``secure``: SecAgg+ with the noise added on the devices; ``central``: a trusted server
+  saw the clipped contributions and added the noise) and ``private`` is false when a
+  fixed seed made its sampling and noise reproducible (demos and tests: not private).
+  The one list an analyst scans to see the privacy cost of every figure.
 - ``model_round``: a round's global model (weights as a NumPy ``.npz`` blob), its DP
   parameters (q, sigma, C), the DP-safe counts (eligible devices, which the consent
   ledger makes public, and the expected count q * eligible; never the number of
@@ -25,8 +30,11 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Final
 
-from sqlalchemy import Engine, LargeBinary, UniqueConstraint
+from sqlalchemy import Boolean, Engine, LargeBinary, String, UniqueConstraint, inspect, true
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import registry
+from sqlalchemy.schema import DDLElement
+from sqlalchemy.sql.compiler import DDLCompiler
 from sqlmodel import Column, Field, SQLModel, Text
 
 __all__ = [
@@ -99,6 +107,13 @@ class Release(_ReleaseModel, table=True):
     epsilon: float
     delta: float
     title: str = Field(default="", sa_column=Column(Text))
+    release_epsilon: float | None = None
+    aggregation: str = Field(
+        default="central", sa_column=Column(String(16), nullable=False, server_default="central")
+    )
+    private: bool = Field(
+        default=True, sa_column=Column(Boolean, nullable=False, server_default=true())
+    )
 
 
 class ModelRound(_ReleaseModel, table=True):
@@ -168,6 +183,30 @@ class AnalyticsCell(_ReleaseModel, table=True):
     derived: bool = False  # computed from this release's other cells: no extra privacy cost
 
 
+class AddColumn(DDLElement):
+    """``ALTER TABLE ... ADD COLUMN``, compiled for the engine's dialect (SQLite, PostgreSQL)."""
+
+    inherit_cache = False
+
+    def __init__(self, table: str, column: Column[object]) -> None:
+        self.table = table
+        self.column = column
+
+
+@compiles(AddColumn)
+def _add_column(element: AddColumn, compiler: DDLCompiler, **_: object) -> str:
+    spec = compiler.get_column_specification(element.column)
+    return f"ALTER TABLE {compiler.preparer.quote(element.table)} ADD COLUMN {spec}"
+
+
 def create_tables(engine: Engine) -> None:
-    """Create the release store's tables if missing."""
+    """Create the release store's tables if missing, and add the columns a store made by
+    an earlier release lacks (each new column is nullable or has a server default)."""
     metadata.create_all(engine)
+    existing = inspect(engine)
+    with engine.begin() as connection:
+        for table in metadata.sorted_tables:
+            present = {column["name"] for column in existing.get_columns(table.name)}
+            for column in table.columns:
+                if column.name not in present:
+                    connection.execute(AddColumn(table.name, column))

@@ -28,7 +28,7 @@ from server.releases.schema import (
     ModelRound,
     Release,
     TrainingRun,
-    metadata,
+    create_tables,
     utc_now,
 )
 
@@ -162,7 +162,7 @@ class ReleaseStore:
         self.engine = engine
         self.read_only = read_only
         if not read_only:
-            metadata.create_all(engine)
+            create_tables(engine)
 
     def close(self) -> None:
         if self._owns_engine:
@@ -278,8 +278,16 @@ class ReleaseStore:
         holdout_mae: float | None = None,
         holdout_devices: int | None = None,
         holdout_examples: int | None = None,
+        release_epsilon: float | None = None,
+        aggregation: str = "central",
+        private: bool = True,
     ) -> int:
-        """Publish one round's model; returns the release id. One transaction."""
+        """Publish one round's model; returns the release id. One transaction.
+
+        ``epsilon`` is composed (the largest total spend of the users it may reflect),
+        ``release_epsilon`` this round's own cost; ``aggregation`` is ``secure`` or
+        ``central``; ``private`` is false for a seeded (reproducible) run.
+        """
         self._writable()
         blob = encode_weights(weights)
         with Session(self.engine) as session:
@@ -293,6 +301,9 @@ class ReleaseStore:
                 epsilon=epsilon,
                 delta=delta,
                 title=f"global model after round {round_number}",
+                release_epsilon=release_epsilon,
+                aggregation=aggregation,
+                private=private,
             )
             session.add(release)
             session.flush()
@@ -356,7 +367,13 @@ class ReleaseStore:
     # -- analytics ---------------------------------------------------------------------
 
     def record_analytics_week(
-        self, releases: Sequence[QueryRelease], *, epsilon: float, purpose: str
+        self,
+        releases: Sequence[QueryRelease],
+        *,
+        epsilon: float,
+        purpose: str,
+        aggregation: str = "central",
+        private: bool = True,
     ) -> list[int]:
         """Write one period's query releases in one transaction; returns their release ids.
 
@@ -373,6 +390,9 @@ class ReleaseStore:
                     epsilon=epsilon,
                     delta=released.delta,
                     title=f"{released.title}, week of {released.period.isoformat()}",
+                    release_epsilon=released.round_epsilon,
+                    aggregation=aggregation,
+                    private=private,
                 )
                 session.add(release)
                 session.flush()

@@ -8,6 +8,7 @@ for the protocol, its stages and its departures from Bell et al.
 """
 
 from server.secagg.driver import SecureSum, secure_sum
+from server.secagg.local import local_sum
 from server.secagg.planning import (
     DEFAULT_COLLUSION_FRACTION,
     DEFAULT_DROPOUT_FRACTION,
@@ -25,6 +26,7 @@ __all__ = [
     "ServerSession",
     "ServerStage",
     "choose_graph",
+    "local_sum",
     "plan_round",
     "secure_sum",
 ]

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Protocol, Self, TypeVar
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 from numpy.typing import NDArray
 
@@ -30,14 +30,12 @@ from client_sdk.secagg import (
     MaskedInputReply,
     MessageError,
     ReplyRejected,
-    RoundAborted,
     RoundParams,
     ShareKeysReply,
     UnmaskReply,
 )
 from server.messaging import exchange
 from server.observers import RunObserver
-from server.secagg.planning import plan_round
 from server.secagg.session import ServerSession
 
 __all__ = ["SecureSum", "secure_sum"]
@@ -73,33 +71,23 @@ class SecureSum:
 def secure_sum(
     grid: Grid,
     *,
+    params: RoundParams,
     attestations: Mapping[int, Attestation],
-    round_label: str,
-    vector_length: int,
-    modulus_bits: int,
     input_message_type: str,
-    input_content: Mapping[str, ArrayRecord | ConfigRecord],
+    input_content: RecordDict,
     timeout: float,
     observers: Sequence[RunObserver] = (),
 ) -> SecureSum:
-    """Sum the vectors of the nodes in ``attestations`` without seeing any one of them.
+    """Sum the vectors of the nodes of ``params`` (planned with
+    :func:`~server.secagg.planning.plan_round`) without seeing any one of them.
 
-    ``input_content`` holds the records every node's stage-3 message carries besides
-    its own masked-input request. Raises :class:`RoundAborted` when the round cannot
-    reveal a sum (too few nodes from the start, or too few survivors at any stage).
+    ``attestations`` holds every such node's run attestation; ``input_content`` the
+    records every node's stage-3 message carries besides its own masked-input request.
+    Raises :class:`RoundAborted` when the round cannot reveal a sum (too few survivors at
+    any stage).
     """
-    nodes = sorted(attestations)
-    if len(nodes) < 3:
-        raise RoundAborted(f"{len(nodes)} node(s) sampled; secure aggregation needs at least 3")
-    params = plan_round(
-        nodes,
-        run_id=grid.run.run_id,
-        round_label=round_label,
-        modulus_bits=modulus_bits,
-        vector_length=vector_length,
-    )
     session = ServerSession(params, attestations)
-    label = round_label
+    label = params.round_label
 
     def stage(
         requests: Mapping[int, _Request],

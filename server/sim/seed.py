@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Final
@@ -34,6 +34,7 @@ import numpy.typing as npt
 
 from client_sdk.client_app import clipped_update
 from client_sdk.features import DailySeries, make_examples
+from client_sdk.policy import DevicePolicy
 from client_sdk.protocol import TRAINING_PURPOSE
 from client_sdk.queries import Query, iso_week_start, standard_queries
 from client_sdk.sim import AGE_BANDS, REGIONS, Cohort, PopulationParams, SyntheticPopulation
@@ -44,9 +45,10 @@ from server.attestation import Attestations
 from server.errors import RunStopped
 from server.evaluation import HoldoutSet
 from server.releases import ReleaseStore
+from server.secagg import SecureSum, local_sum
 from server.settings import TrainSettings
 from server.sim.holdout import holdout_from_population
-from server.training import TrainingRound, TrainingRun, initial_weights, model_name
+from server.training import RoundPlan, TrainingRound, TrainingRun, initial_weights, model_name
 
 __all__ = ["SeedReport", "cohort_grid", "seed_release_store"]
 
@@ -164,32 +166,46 @@ class _Timeline:
 
 @dataclass
 class _InProcessRound(TrainingRound):
-    """The production round, its devices trained in this process on their diary so far."""
+    """The production round, its devices run in this process on their diary so far.
+
+    Only the transport is replaced: each eligible device draws its coin, trains with the
+    device's own code if it takes part, and encodes its clipped update (or zeros) with
+    its share of the noise exactly as :func:`client_sdk.secure_sum.masked_reply` does;
+    the inputs are summed modulo 2^k. The masks SecAgg+ would add cancel in that sum, so
+    the server's stages after it see what they would see in production.
+    """
 
     population: SyntheticPopulation = field(kw_only=True)
     end_day: int = field(kw_only=True)
+    rng: np.random.Generator = field(kw_only=True)
 
-    def send(self, sampled: Sequence[str], weights: list[np.ndarray]) -> list[list[np.ndarray]]:
+    def secure_send(self, plan: RoundPlan, weights: list[np.ndarray]) -> SecureSum:
+        assert plan.secure is not None
+        mechanism = plan.secure.mechanism
         index_of = {key: node - 1 for node, key in self.run.attestations.device_keys.items()}
-        config = self.run.settings.train_config(self.number)
-        updates = []
-        for key in sampled:
-            index = index_of[key]
-            X, y = make_examples(_diary_until(self.population, index, self.end_day))
-            if len(y) == 0:
-                continue
-            updates.append(
-                clipped_update(
-                    weights,
-                    X,
-                    y,
-                    training=LocalTrainingConfig.from_train_config(config),
-                    clipping_norm=config.clipping_norm,
-                    accountant=None,
-                    seed=int.from_bytes(key.encode()[:4], "big") + self.number,
-                )
-            )
-        return updates
+        config = self.run.settings.train_config(self.number, participation_rate=plan.sampling_rate)
+        training = LocalTrainingConfig.from_request(config, DevicePolicy())
+
+        def inputs() -> Iterator[npt.NDArray[np.float64]]:
+            for key in plan.eligible:
+                update = np.zeros(mechanism.dimension)
+                if self.rng.random() < plan.sampling_rate:
+                    diary = _diary_until(self.population, index_of[key], self.end_day)
+                    X, y = make_examples(diary)
+                    if len(y):
+                        trained = clipped_update(
+                            weights,
+                            X,
+                            y,
+                            training=training,
+                            clipping_norm=config.clipping_norm,
+                            accountant=None,
+                            seed=int(self.rng.integers(1 << 31)),
+                        )
+                        update = np.concatenate([u.astype(np.float64).ravel() for u in trained])
+                yield update
+
+        return local_sum(plan.secure.params, mechanism, inputs(), rng=self.rng)
 
 
 def _diary_until(population: SyntheticPopulation, index: int, end_day: int) -> DailySeries:
@@ -293,6 +309,7 @@ def seed_release_store(
             store=store,
             rng=np.random.default_rng([seed, 3]),
             noise_multiplier=noise,
+            private=False,
         )
         if rounds:
             store.start_run(
@@ -310,6 +327,7 @@ def seed_release_store(
                 metric_label=training.holdout.label if training.holdout else "",
             )
         weights = initial_weights(seed)
+        rng = np.random.default_rng([seed, 2])  # the devices' coins, rounding and noise
         done = 0
         for week in range(weeks):
             timeline.week = week
@@ -321,7 +339,7 @@ def seed_release_store(
                     update={"expected_devices": max(_SAMPLING_RATE * len(timeline.active()), 1e-9)}
                 )
                 round_ = _InProcessRound(
-                    training, done, population=population, end_day=(week + 1) * 7
+                    training, done, population=population, end_day=(week + 1) * 7, rng=rng
                 )
                 try:
                     _, weights = round_(weights)

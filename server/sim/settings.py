@@ -43,6 +43,30 @@ class SimSettings(TrainSettings):
     sim_root: Path | None = Field(
         default=None, description="where the simulated devices keep their state"
     )
+    # The simulated devices' own policy (client_sdk.DevicePolicy), given to them as node
+    # config: in a deployment each device sets its own, and no server can change it.
+    device_epsilon_budget: float = Field(
+        default=10.0, gt=0, description="each simulated device's record-level DP-SGD budget"
+    )
+    device_delta: float = Field(
+        default=1e-4, gt=0, lt=1, description="δ of the simulated devices' budgets"
+    )
+    device_min_survivors: int = Field(
+        default=3, ge=3, description="fewest inputs a simulated device lets its input join"
+    )
+    device_allow_central: bool = Field(
+        default=False,
+        description="whether the simulated devices send clipped updates in the clear",
+    )
+
+    def device_node_config(self) -> dict[str, float | int | bool]:
+        """The simulated devices' policy as node-config keys (``device-*``)."""
+        return {
+            "device-epsilon-budget": self.device_epsilon_budget,
+            "device-delta": self.device_delta,
+            "device-min-survivors": self.device_min_survivors,
+            "device-allow-central": self.device_allow_central,
+        }
 
     @property
     def withdraw_round(self) -> int:

@@ -157,7 +157,9 @@ def run_train(
                         analytics=plan,
                         holdout=federation.holdout(),
                     ),
-                    client_app=make_sim_client_app(defaults={"sim-root": str(root / "sim")}),
+                    client_app=make_sim_client_app(
+                        defaults={"sim-root": str(root / "sim"), **settings.device_node_config()}
+                    ),
                     num_supernodes=devices,
                     backend_config=ray_backend_config(cpus=ray_cpus),
                 )

@@ -25,6 +25,7 @@ from server.analytics import AnalyticsPlan, AnalyticsReport, AnalyticsRound, Ana
 from server.figures import release_cells
 from server.releases import AnalyticsCell, AnalyticsRelease, CellRelease, Release, ReleaseStore
 from server.releases.readers import analytics_cells
+from server.settings import Aggregation
 
 from .conftest import DELTA, WEEK
 
@@ -44,6 +45,7 @@ def release_analytics(
     accountant: Accountant,
     store: ReleaseStore,
     rng: np.random.Generator | None = None,
+    aggregation: Aggregation = "central",
 ) -> AnalyticsReport:
     """One analytics week through the production round's charge, aggregate and publish."""
     plan = AnalyticsPlan(
@@ -56,6 +58,7 @@ def release_analytics(
         store=store,
         rng=rng,
         noise_multiplier=noise_multiplier,
+        aggregation=aggregation,
     )
     return AnalyticsRound(run, period).release(list(eligible), contributions)
 

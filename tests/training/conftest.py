@@ -85,8 +85,12 @@ class Simulation:
         observers: Sequence[RunObserver] = (),
         eligibility: EligibilitySource | None = None,
         analytics: AnalyticsPlan | None = None,
+        without_noise: bool = False,
     ) -> RunResult:
-        """Run the ServerApp and ClientApp on the Simulation Engine (Ray)."""
+        """Run the ServerApp and ClientApp on the Simulation Engine (Ray).
+
+        ``without_noise``: the devices add no noise to secure sums (the test-only switch of
+        :func:`client_sdk.client_app.make_client_app`), to check sums exactly."""
         from flwr.simulation import run_simulation
 
         quiet_simulation_logs()
@@ -100,8 +104,9 @@ class Simulation:
             holdout=self.federation.holdout(),
         )
         client_app = make_sim_client_app(
-            defaults={"sim-root": str(self.sim_root)},
+            defaults={"sim-root": str(self.sim_root), **self.settings.device_node_config()},
             mods=[CaptureReplies(str(self.capture)), *mods],
+            _test_without_noise=without_noise,
         )
         run_simulation(
             server_app=server_app,

@@ -16,6 +16,7 @@ from client_sdk import DeviceKey
 from client_sdk.model import create_model, get_weights
 from client_sdk.prediction import predict_next_day
 from client_sdk.protocol import new_nonce, sign_attestation
+from client_sdk.secagg import Attestation
 from client_sdk.sim import SyntheticPopulation
 from server.attestation import _unique, check_attestation
 from server.releases import ReleaseStore
@@ -95,9 +96,13 @@ def test_a_malformed_attestation_proves_nothing(content: RecordDict | Error) -> 
 
 
 def test_nodes_presenting_the_same_device_key_are_all_left_out() -> None:
-    attestations = _unique({1: "key-a", 2: "key-b", 3: "key-a"}, {})
+    claimed = {
+        node: Attestation(device_key=key, signature="s", nonce="n")
+        for node, key in {1: "key-a", 2: "key-b", 3: "key-a"}.items()
+    }
+    attestations = _unique(claimed, {})
 
-    assert attestations.device_keys == {2: "key-b"}
+    assert attestations.device_keys == {2: "key-b"} and set(attestations.records) == {2}
     assert set(attestations.rejected) == {1, 3}
 
 

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
@@ -12,6 +16,33 @@ from server.releases import ReleaseStore
 
 ROOT = Path(__file__).resolve().parents[2]
 FEDERATION = "num-supernodes=3 client-resources-num-cpus=1 init-args-num-cpus=2"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def _own_local_superlink(env: dict[str, str]) -> Iterator[None]:
+    """``flwr run`` starts a detached local SuperLink (and keeps it) on fixed ports: give
+    this test its own ports, so its SuperLink has this test's environment, and stop it."""
+    control = _free_port()
+    env["FLWR_LOCAL_SUPERLINK_HTTP_API_PORT"] = str(_free_port())
+    env["FLWR_LOCAL_CONTROL_API_PORT"] = str(control)
+    try:
+        yield
+    finally:
+        marker = f"127.0.0.1:{control}".encode()
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            with suppress(OSError):
+                if b"flower-superlink" in (cmdline := (proc / "cmdline").read_bytes()) and (
+                    marker in cmdline
+                ):
+                    os.kill(int(proc.name), signal.SIGTERM)
 
 
 def flwr_run(tmp_path: Path, run_config: str) -> subprocess.CompletedProcess[str]:
@@ -25,14 +56,15 @@ def flwr_run(tmp_path: Path, run_config: str) -> subprocess.CompletedProcess[str
         FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1",
         MOODFED_DATA_DIR=str(tmp_path / "data"),
     )
-    return subprocess.run(
-        ["flwr", "run", str(ROOT), "--stream", "--run-config", run_config,
-         "--federation-config", FEDERATION],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )  # fmt: skip
+    with _own_local_superlink(env):
+        return subprocess.run(
+            ["flwr", "run", str(ROOT), "--stream", "--run-config", run_config,
+             "--federation-config", FEDERATION],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=400,
+        )  # fmt: skip
 
 
 @pytest.mark.slow
