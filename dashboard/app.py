@@ -6,6 +6,9 @@ read-only (:mod:`dashboard.store`); the Consent page reads the public consent lo
 The pages live in ``views/``, not ``pages/``: Streamlit serves every file of a ``pages/``
 folder next to the main script at its own URL whenever ``st.navigation`` has not run,
 which is exactly the case before login. Each view also checks the login itself.
+
+When the store holds a seeded release (``private`` false: reproducible sampling and
+noise, so no privacy guarantee), a warning stands above every page.
 """
 
 from __future__ import annotations
@@ -29,11 +32,16 @@ pages = [
     st.Page("views/privacy.py", title="Privacy", icon=":material/shield:"),
     st.Page("views/consent.py", title="Consent", icon=":material/verified_user:"),
 ]
+seeded = data.not_private_banner()  # above every page, the Consent page included
 with st.sidebar:
     st.caption(f"Logged in as **{analyst}**")
     st.button("Log out", on_click=auth.logout)
     st.caption(
-        "Every figure here is differentially private: noised sums of bounded "
+        "Figures from seeded runs are NOT private: see the warning above each page."
+        if seeded
+        else "Every figure here is differentially private: noised sums of bounded "
         "contributions from consenting devices, each with its privacy cost."
     )
+if seeded:
+    st.warning(seeded, icon=":material/warning:")
 st.navigation(pages).run()

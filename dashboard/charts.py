@@ -5,6 +5,8 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
+from dashboard.labels import EPS_COMPOSED
+
 __all__ = [
     "Z95",
     "band_line",
@@ -249,16 +251,21 @@ def cohort_heatmap(frame: pd.DataFrame) -> alt.LayerChart:
 
 
 def epsilon_steps(
-    frame: pd.DataFrame, *, budget: float | None, x: str, x_title: str
+    frame: pd.DataFrame,
+    *,
+    budget: float | None,
+    x: str,
+    x_title: str,
+    y_title: str = EPS_COMPOSED,
 ) -> alt.LayerChart:
-    """Cumulative epsilon (largest any user has spent) after each release, with the budget.
-
-    One staircase through every release in order; the points say which kind each was.
+    """Composed epsilon (the largest total any user has spent) after each release, with
+    the budget: one staircase through every release in order; the points say which kind
+    each was. ``frame["epsilon"]`` must be a composed figure, never an incremental one.
     """
     x_enc = alt.X(x, title=x_title)
     if x.endswith(":T"):
         x_enc = alt.X(x, title=x_title, axis=alt.Axis(format="%d %b %y"))
-    y_enc = alt.Y("epsilon:Q", title="epsilon spent (largest user)")
+    y_enc = alt.Y("epsilon:Q", title=y_title)
     kinds = sorted(frame["kind"].unique())
     line = (
         alt.Chart(frame)
@@ -276,7 +283,10 @@ def epsilon_steps(
                 title="release",
                 scale=alt.Scale(domain=kinds, range=[_KIND_COLOURS.get(k, "#888") for k in kinds]),
             ),
-            tooltip=[alt.Tooltip("title:N"), alt.Tooltip("epsilon:Q", format=".3f")],
+            tooltip=[
+                alt.Tooltip("title:N"),
+                alt.Tooltip("epsilon:Q", title=y_title, format=".3f"),
+            ],
         )
     )
     steps = alt.LayerChart(layer=[line, points])

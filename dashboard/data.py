@@ -8,7 +8,9 @@ import threading
 import pandas as pd
 import streamlit as st
 
+from dashboard._cells import number, optional_number
 from dashboard.consent_feed import ConsentLog, fetch_consent_log
+from dashboard.labels import not_private_warning
 from dashboard.settings import DashboardSettings
 from dashboard.store import ReleaseStoreError, ReleaseView, read_only_engine
 
@@ -18,7 +20,9 @@ __all__ = [
     "consent_log",
     "history_epsilon",
     "model_rounds",
+    "not_private_banner",
     "releases",
+    "round_epsilons",
     "settings",
     "store_url",
     "training_runs",
@@ -66,6 +70,19 @@ def _ttl() -> int:
     return settings().cache_seconds
 
 
+def not_private_banner() -> str | None:
+    """The warning every page shows when the store holds a seeded (not private) release.
+
+    None when there is none, or when the store cannot be read (the page that reads it
+    then says so itself; the Consent page does not need it).
+    """
+    try:
+        frame = releases(settings().releases_url)
+    except ReleaseStoreError:
+        return None
+    return None if frame.empty else not_private_warning(frame["private"])
+
+
 @st.cache_data(ttl=_ttl(), show_spinner=False)
 def cells(url: str, query: str) -> pd.DataFrame:
     """Released cells of ``query`` (see :meth:`ReleaseView.cells`)."""
@@ -109,3 +126,19 @@ def history_epsilon(
         delta=delta,
         method="pld" if method == "pld" else "rdp",
     )
+
+
+def round_epsilons(rounds: pd.DataFrame, runs: pd.DataFrame) -> pd.Series:
+    """Each model round's own (incremental) epsilon: as the server recorded it
+    (``release_epsilon``), else, in stores that lack it, recomputed from the round's
+    (q, sigma) alone as a subsampled Gaussian with its run's accountant."""
+    accounting = dict(zip(runs["id"], runs["accounting"], strict=True)) if not runs.empty else {}
+    values: list[float] = []
+    for row in rounds.itertuples(index=False):
+        recorded = optional_number(row.release_epsilon)
+        if recorded is None:
+            one = ((number(row.sampling_rate), number(row.noise_multiplier), 1),)
+            method = str(accounting.get(row.run_id, "rdp"))
+            recorded = history_epsilon(one, number(row.delta), method)
+        values.append(recorded)
+    return pd.Series(values, index=rounds.index, dtype=float)

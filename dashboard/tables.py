@@ -1,4 +1,8 @@
-"""Released figures as tables for display and CSV: suppressed cells say so, never zero."""
+"""Released figures as tables for display and CSV: suppressed cells say so, never zero.
+
+Every row carries its privacy: the epsilon of its query alone (incremental), the composed
+epsilon after it, how it was made, and a loud marker when a seed made it not private.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,14 @@ import pandas as pd
 
 from dashboard._cells import optional_number, timestamp
 from dashboard.charts import Z95
+from dashboard.labels import (
+    AGGREGATION,
+    EPS_COMPOSED,
+    EPS_QUERY,
+    PRIVATE,
+    aggregation_label,
+    private_label,
+)
 
 __all__ = ["csv_bytes", "released_table"]
 
@@ -17,13 +29,28 @@ def _fmt(value: float | None, *, percent: bool) -> str:
 
 
 def released_table(frame: pd.DataFrame, *, percent: bool = False) -> pd.DataFrame:
-    """One row per released cell: week, cell, value, its 95% interval, noisy count, status.
+    """One row per released cell: week, cell, value, its 95% interval, noisy count, its
+    privacy (epsilon of the query alone and composed, how it was made, private) and status.
 
     Numbers are text, so a suppressed cell shows ``suppressed`` instead of a value.
     """
-    columns = ["week", "query", "cell", "value", "95% low", "95% high", "devices (noisy)"]
+    columns = [
+        "week",
+        "query",
+        "cell",
+        "value",
+        "95% low",
+        "95% high",
+        "devices (noisy)",
+        "status",
+        PRIVATE,
+        EPS_QUERY,
+        EPS_COMPOSED,
+        AGGREGATION,
+        "noise std (sums)",
+    ]
     if frame.empty:
-        return pd.DataFrame(columns=[*columns, "noise std (sums)", "epsilon", "status"])
+        return pd.DataFrame(columns=columns)
     rows = []
     for row in frame.itertuples(index=False):
         suppressed = bool(row.suppressed)
@@ -43,9 +70,12 @@ def released_table(frame: pd.DataFrame, *, percent: bool = False) -> pd.DataFram
                 "95% low": low,
                 "95% high": high,
                 "devices (noisy)": "" if suppressed else f"{row.noisy_count:.0f}",
-                "noise std (sums)": f"{row.noise_std:.3f}",
-                "epsilon": f"{row.epsilon:.3f}",
                 "status": status,
+                PRIVATE: private_label(row.private),
+                EPS_QUERY: f"{row.epsilon:.3f}",
+                EPS_COMPOSED: f"{row.epsilon_composed:.3f}",
+                AGGREGATION: aggregation_label(row.aggregation),
+                "noise std (sums)": f"{row.noise_std:.3f}",
             }
         )
     return pd.DataFrame(rows)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from dashboard import auth, charts, data, tables
+from dashboard import auth, charts, data, labels, tables
 from dashboard._cells import timestamp
 
 auth.require_analyst(data.settings())  # also here: a view must never render for a stranger
@@ -62,6 +62,7 @@ if chosen:
 
 table = tables.released_table(current)
 st.dataframe(table, hide_index=True, width="stretch")
+st.caption(labels.aggregation_note(current.drop_duplicates("release_id")["aggregation"]))
 st.download_button(
     "Download this week's cohort figures (CSV)",
     tables.csv_bytes(table),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from dashboard import auth, charts, data
+from dashboard import auth, charts, data, labels
 
 auth.require_analyst(data.settings())  # also here: a view must never render for a stranger
 url = data.store_url()
@@ -52,20 +52,37 @@ frame = mine.assign(kind="model round", title="round " + mine["round"].astype(st
 right.altair_chart(
     charts.epsilon_steps(
         frame, budget=float(run["epsilon_budget"]), x="round:Q", x_title="round"
-    ).properties(title="Privacy spent after each round (largest user, all purposes)", height=260),
+    ).properties(title="ε composed after each round", height=260),
     width="stretch",
 )
 table = pd.DataFrame(
     {
         "round": mine["round"],
+        "MAE": mine["holdout_mae"].round(4),
+        labels.EPS_ROUND: data.round_epsilons(mine, runs).round(3),
+        labels.EPS_COMPOSED: mine["epsilon"].round(3),
+        labels.PRIVATE: mine["private"].map(labels.private_label),
+        labels.AGGREGATION: mine["aggregation"].map(labels.aggregation_label),
         "eligible devices": mine["eligible_devices"],
         "expected devices": mine["expected_devices"].round(1),
         "sampling rate q": mine["sampling_rate"].round(4),
         "noise multiplier σ": mine["noise_multiplier"],
         "clipping norm C": mine["clipping_norm"],
-        "MAE": mine["holdout_mae"].round(4),
-        "ε after": mine["epsilon"].round(3),
         "δ": mine["delta"],
     }
 )
 st.dataframe(table, hide_index=True, width="stretch")
+recomputed = mine["release_epsilon"].isna()
+st.caption(
+    f"{labels.aggregation_note(mine['aggregation'])} **{labels.EPS_ROUND}** is incremental: "
+    "what publishing that round cost by itself. "
+    f"**{labels.EPS_COMPOSED}** is the largest total any person the model may reflect had "
+    "spent after it, every purpose together: the figure the per-user budget caps."
+    + (
+        f" The server did not record {labels.EPS_ROUND} for {int(recomputed.sum())} of "
+        f"{len(mine)} rounds; for those it is recomputed here from the round's q and σ as a "
+        "subsampled Gaussian."
+        if recomputed.any()
+        else ""
+    )
+)

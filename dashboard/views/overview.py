@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from dashboard import auth, charts, data
+from dashboard import auth, charts, data, labels
 
 auth.require_analyst(data.settings())  # also here: a view must never render for a stranger
 url = data.store_url()
@@ -64,9 +64,10 @@ else:
         ).dropna()
         budget = f" of {budgets.max():g}" if not budgets.empty else ""
         cols[3].metric(
-            "Privacy spent (largest user)",
+            labels.EPS_COMPOSED,
             f"ε = {spent:.2f}{budget}",
-            help="See the Privacy page for what this means.",
+            help="The largest total any person has spent so far, every release and purpose "
+            "together, against the per-user budget. See the Privacy page.",
         )
     left, right = st.columns(2)
     left.altair_chart(
@@ -90,4 +91,11 @@ else:
         "Held-out error (MAE)", "n/a" if pd.isna(mae) else f"{mae:.3f}", help="Mood points."
     )
     model_cols[1].metric("Rounds published", f"{len(rounds)}")
-    model_cols[2].metric("ε after the latest round", f"{last_round['epsilon']:.2f}")
+    model_cols[2].metric(
+        "ε composed after the latest round",
+        f"ε = {last_round['epsilon']:.2f}",
+        help="Composed: the largest total spend, every purpose, of the people this model "
+        "may reflect, not the cost of the round alone (the Model page has both).",
+    )
+if not releases.empty:
+    st.caption(labels.aggregation_note(releases["aggregation"]))

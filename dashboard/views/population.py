@@ -5,14 +5,14 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from dashboard import auth, charts, data, tables
+from dashboard import auth, charts, data, labels, tables
 
 auth.require_analyst(data.settings())  # also here: a view must never render for a stranger
 url = data.store_url()
 st.title("Population mood")
 st.caption(
     "Weekly figures over every consenting device. Bands are 95% intervals computed from "
-    "the noise the server added, which is published with each release."
+    "the noise added to each release, whose size is published with it."
 )
 
 distribution = data.cells(url, "mood-distribution")
@@ -88,6 +88,14 @@ table = pd.concat(
     ],
     ignore_index=True,
 )
+shown = [f for f in (distribution, low, sleep) if not f.empty]
+if shown:
+    modes = pd.concat(shown).drop_duplicates("release_id")["aggregation"]
+    st.caption(
+        f"{labels.aggregation_note(modes)} Each figure's {labels.EPS_QUERY} is incremental; "
+        f"its {labels.EPS_COMPOSED} is the largest total any person it may reflect had "
+        "spent after it, every purpose (see the Privacy page)."
+    )
 with st.expander("Released figures"):
     st.dataframe(table, hide_index=True, width="stretch")
 st.download_button(

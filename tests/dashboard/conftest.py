@@ -1,4 +1,5 @@
-"""Fixtures of the dashboard tests: a release store seeded by the real pipeline, a login."""
+"""Fixtures of the dashboard tests: a release store seeded by the real pipeline (not private),
+small private and old-version stores written through ``ReleaseStore``, a login."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from dashboard import hash_password
 from server.releases import ReleaseStore
 from server.releases.readers import analytics_cells
 from server.sim.seed import seed_release_store
+
+from .stores import write_old_store, write_private_store
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = str(ROOT / "dashboard" / "app.py")
@@ -73,3 +76,19 @@ def logged_in_app() -> AppTest:
     log_in(app)
     assert not app.exception, app.exception
     return app
+
+
+@pytest.fixture(scope="session")
+def private_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A small store of private releases in both aggregation modes, written directly."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('private') / 'releases.db'}"
+    write_private_store(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def old_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The same store as an older version left it: no release_epsilon, aggregation, private."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('old') / 'releases.db'}"
+    write_old_store(url)
+    return url

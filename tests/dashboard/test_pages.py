@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from dashboard.labels import EPS_COMPOSED, EPS_PURPOSE
+
 from .conftest import APP, TRAINING_ROUNDS, log_in, logged_in_app
 
 
@@ -59,7 +61,7 @@ def test_the_overview_shows_the_headline_figures() -> None:
 
     assert app.title[0].value == "Population mood at a glance"
     labels = [m.label for m in app.metric]
-    assert "Mean mood (1-5)" in labels and "Privacy spent (largest user)" in labels
+    assert "Mean mood (1-5)" in labels and EPS_COMPOSED in labels
     assert "Held-out error (MAE)" in labels
     assert _charts(app) == 2
 
@@ -113,7 +115,7 @@ def test_the_privacy_page_shows_spend_against_budget_per_purpose_and_release() -
     purposes = app.dataframe[0].value
     assert any(p.startswith("model-training") for p in purposes["purpose"])
     assert "population-analytics" in set(purposes["purpose"])
-    assert (purposes["ε of this purpose alone"] <= purposes["budget"]).all()
+    assert (purposes[EPS_PURPOSE] <= purposes["budget"]).all()
     per_release = app.dataframe[1].value
     assert set(per_release["kind"]) == {"analytics", "model-round"}
     assert _charts(app) == 2
