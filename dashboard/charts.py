@@ -265,6 +265,8 @@ def epsilon_steps(
     x_enc = alt.X(x, title=x_title)
     if x.endswith(":T"):
         x_enc = alt.X(x, title=x_title, axis=alt.Axis(format="%d %b %y"))
+    elif x.endswith(":Q"):  # releases and rounds are counted: no 1.5th release
+        x_enc = alt.X(x, title=x_title, axis=alt.Axis(format="d", tickMinStep=1))
     y_enc = alt.Y("epsilon:Q", title=y_title)
     kinds = sorted(frame["kind"].unique())
     line = (

@@ -157,8 +157,9 @@ st.caption(
     f"{labels.aggregation_note(frame['aggregation'])} **{labels.EPS_RELEASE}** is "
     f"incremental; **{labels.EPS_COMPOSED}** is the total after it."
     + (
-        " Where the server did not record a release's own ε (older stores), an analytics "
-        "release shows its week's round and a model round is recomputed from its q and σ."
+        " Where the server did not record a release's own ε, an analytics release shows its "
+        "week's round and a model round's is recomputed from its q and σ as a subsampled "
+        "Gaussian."
         if frame["release_epsilon"].isna().any()
         else ""
     )
