@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Final, Literal, Self
+from typing import Any, ClassVar, Final, Literal, Self
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -114,11 +114,20 @@ class TrainSettings(BaseSettings):
         description="write every reply the server receives here (server.transcript)",
     )
 
+    seeded_runs_allowed: ClassVar[bool] = False
+    """Whether a seed may go with a consent service: only simulations (synthetic devices)."""
+
     @model_validator(mode="after")
     def _check(self) -> Self:
         if self.consent_url is not None and self.eligibility_token is None:
             raise ValueError(
                 "a consent_url needs its eligibility token: set MOODFED_ELIGIBILITY_TOKEN"
+            )
+        if self.seed is not None and self.consent_url is not None and not self.seeded_runs_allowed:
+            raise ValueError(
+                "a seed makes the sampling and the noise reproducible, so its releases would "
+                "not be private: unset MOODFED_SEED (and the run config's seed) when a consent "
+                "service is configured; seeds are for simulations"
             )
         return self
 

@@ -8,6 +8,7 @@ option; the defaults are defined here once.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 from pydantic import Field
 
@@ -22,6 +23,8 @@ class SimSettings(TrainSettings):
     >>> SimSettings(rounds=4).withdraw_round
     3
     """
+
+    seeded_runs_allowed: ClassVar[bool] = True  # synthetic devices; releases marked not private
 
     simulation: bool = Field(
         default=False,

@@ -191,16 +191,23 @@ def make_simulation(
     )
 
 
+def round_of(group_id: str) -> int:
+    """The round a train message belongs to: ``"3"`` (central) or
+    ``"train/<run>/3/masked input"`` (a secure round's masked-input stage)."""
+    return int(group_id.split("/")[2] if group_id.startswith("train/") else group_id)
+
+
 def trained(replies: Sequence[dict[str, Any]], index: int) -> list[int]:
-    """The rounds in which device ``index`` sent an update."""
+    """The rounds in which device ``index`` sent its update (in the clear, central) or its
+    masked input (secure)."""
     return sorted(
-        int(row["group_id"])
+        round_of(row["group_id"])
         for row in replies
         if row["partition"] == index
         and row["message_type"] == "train"
         and not row.get("error")
         and not row.get("raised")
-        and "update" in row.get("records", {})
+        and {"update", "secagg-masked-input"} & set(row.get("records", {}))
     )
 
 

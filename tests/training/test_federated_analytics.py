@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from client_sdk.protocol import ANALYTICS_PURPOSE
-from client_sdk.queries import QUERY_NAMES
 from server.analytics import AnalyticsPlan, last_full_weeks
 from server.sim.federation import NOTICES
 from tests.conftest import ConsentServer
@@ -53,7 +52,8 @@ def test_only_devices_that_granted_analytics_are_asked_and_charged(
     for rows in asked.values():
         (row,) = rows
         assert row["error"] is None
-        assert row["records"] == {"contributions": ["ArrayRecord", sorted(QUERY_NAMES)]}
+        # secure aggregation: the server gets a masked vector, never the contributions
+        assert row["records"] == {"secagg-masked-input": ["ArrayRecord", ["masked"]]}
     with simulation.accountant() as accountant:
         for index in range(6):
             spent = accountant.spent_by_purpose(simulation.key(index))
@@ -87,4 +87,4 @@ def test_a_device_whose_own_record_says_withdrawn_sends_nothing(
     (refusal,) = asked[3]
     assert refusal["error"] is not None and refusal["records"] == {}
     for index in (0, 1, 2):
-        assert asked[index][0]["records"]["contributions"][1] == sorted(QUERY_NAMES)
+        assert asked[index][0]["records"] == {"secagg-masked-input": ["ArrayRecord", ["masked"]]}

@@ -8,21 +8,32 @@ from pathlib import Path
 
 import pytest
 
-from privacy import epsilon_for
+from client_sdk.model import create_model, get_weights
+from privacy import DistributedSkellam
 from server.eligibility import EligibilityError
 from server.observers import RunObserver
 from server.releases import ReleaseStore
+from server.secagg import choose_graph
 from tests.conftest import ConsentServer
-from tests.training.conftest import make_simulation
+from tests.training.conftest import make_simulation, round_of
 
 DEVICES = 6
 Q = 0.5
 SIGMA = 1.0
 DELTA = 1e-5
+# Each secure round over the 6 devices: the distributed Skellam mechanism of the model's
+# size, its noise calibrated for the round's survivor floor.
+MECHANISM = DistributedSkellam(
+    clip_norm=1.0,
+    dimension=sum(w.size for w in get_weights(create_model(seed=0))),
+    max_devices=DEVICES,
+    min_survivors=choose_graph(DEVICES).min_survivors,
+    noise_multiplier=SIGMA,
+)
 # Between the epsilon of two rounds and of three: the third must not run.
 BUDGET = (
-    epsilon_for(sampling_rate=Q, noise_multiplier=SIGMA, rounds=2, delta=DELTA)
-    + epsilon_for(sampling_rate=Q, noise_multiplier=SIGMA, rounds=3, delta=DELTA)
+    MECHANISM.epsilon(sampling_rate=Q, rounds=2, delta=DELTA)
+    + MECHANISM.epsilon(sampling_rate=Q, rounds=3, delta=DELTA)
 ) / 2
 
 
@@ -93,5 +104,7 @@ def test_a_consent_service_failure_stops_the_run_before_any_unchecked_round(
         for index in range(4):
             assert sum(accountant.history(simulation.key(index)).values()) == 1
     assert not simulation.replies() or all(
-        int(row["group_id"]) <= 1 for row in simulation.replies() if row["message_type"] == "train"
+        round_of(row["group_id"]) <= 1
+        for row in simulation.replies()
+        if row["message_type"] == "train"
     )

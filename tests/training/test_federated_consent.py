@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from flwr.app.metadata import Metadata
 from client_sdk import Device
 from client_sdk.client_app import DEVICE_LEDGER_FILE, make_client_app
 from client_sdk.model import create_model, get_weights
+from client_sdk.policy import RefusalCounter
 from client_sdk.protocol import (
     GLOBAL_MODEL_RECORD,
     REFUSED,
@@ -37,6 +39,7 @@ from tests.training.conftest import (
     Simulation,
     log_key_of,
     make_simulation,
+    round_of,
     trained,
 )
 
@@ -109,19 +112,17 @@ def test_a_device_refuses_to_train_when_its_own_record_says_withdrawn_even_if_sa
             for row in replies
             if row["partition"] == index and row["message_type"] == "train" and row["error"]
         ]
-        assert [(int(r["group_id"]), r["error"][0]) for r in refusals] == [(2, REFUSED)]
+        assert [(round_of(r["group_id"]), r["error"][0]) for r in refusals] == [(2, REFUSED)]
     for index in range(4):
         if index not in withdrawn:
             assert trained(replies, index) == [1, 2]
 
 
-def _train_message(weights: list[np.ndarray]) -> Message:
-    settings = TrainSettings(device_epsilon_budget=50.0)
+def _train_message(weights: list[np.ndarray], **settings: Any) -> Message:
+    """A central round's train message (the update in the clear), as a server sends it."""
+    config = TrainSettings(**settings).train_config(1, participation_rate=1.0)
     content = RecordDict(
-        {
-            GLOBAL_MODEL_RECORD: ArrayRecord(weights),
-            TRAIN_CONFIG_RECORD: settings.train_config(1).to_record(),
-        }
+        {GLOBAL_MODEL_RECORD: ArrayRecord(weights), TRAIN_CONFIG_RECORD: config.to_record()}
     )
     metadata = Metadata(
         run_id=1,
@@ -137,11 +138,15 @@ def _train_message(weights: list[np.ndarray]) -> Message:
     return Message(content=content, metadata=metadata)
 
 
-def _context(folder: Path, service: ConsentServer) -> Context:
+def _context(folder: Path, service: ConsentServer, *, allow_central: bool = True) -> Context:
+    """The phone's node config: its folder, consent service, pinned key and its policy
+    (here allowing a trusted server's central round, so the update comes back in clear)."""
     node_config = {
         "device-dir": str(folder),
         "consent-url": service.url,
         "log-key": log_key_of(service),
+        "device-allow-central": allow_central,
+        "device-epsilon-budget": 50.0,
     }
     return Context(run_id=1, node_id=42, node_config=node_config, state=RecordDict(), run_config={})
 
@@ -206,3 +211,44 @@ def test_the_server_gets_a_clear_error_when_the_consent_service_is_down() -> Non
 
     with pytest.raises(EligibilityError, match="cannot reach the consent service"):
         client.eligible("model-training", ["a" * 43])
+
+
+def test_a_request_for_less_noise_than_the_device_allows_is_refused_before_any_work(
+    phone: Path, consent_service: ConsentServer
+) -> None:
+    weights = get_weights(create_model(seed=0))
+    weak = _train_message(weights, device_noise_multiplier=0.3)
+
+    reply = make_client_app()(weak, _context(phone, consent_service))
+
+    assert reply.has_error() and reply.error.code == REFUSED and not reply.has_content()
+    assert not (phone / DEVICE_LEDGER_FILE).exists()  # nothing computed, nothing charged
+    assert RefusalCounter(phone).count == 1
+
+
+def test_a_device_that_does_not_allow_central_rounds_never_sends_its_update_in_clear(
+    phone: Path, consent_service: ConsentServer
+) -> None:
+    weights = get_weights(create_model(seed=0))
+
+    reply = make_client_app()(
+        _train_message(weights), _context(phone, consent_service, allow_central=False)
+    )
+
+    assert reply.has_error() and reply.error.code == REFUSED and not reply.has_content()
+    assert not (phone / DEVICE_LEDGER_FILE).exists()
+    assert RefusalCounter(phone).count == 1
+
+
+def test_the_device_policy_comes_from_the_node_never_from_the_run_config(
+    phone: Path, consent_service: ConsentServer
+) -> None:
+    context = _context(phone, consent_service, allow_central=False)
+    context.run_config["device-allow-central"] = True  # the server's run config tries
+    context.run_config["device-noise-multiplier"] = 0.01
+    weights = get_weights(create_model(seed=0))
+
+    reply = make_client_app()(_train_message(weights, device_noise_multiplier=0.01), context)
+
+    assert reply.has_error() and reply.error.code == REFUSED
+    assert RefusalCounter(phone).count == 1

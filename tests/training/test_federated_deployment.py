@@ -23,12 +23,13 @@ from client_sdk.client_app import DEVICE_LEDGER_FILE
 from client_sdk.sim import SyntheticPopulation
 from privacy import Accountant
 from server.releases import ReleaseStore
+from server.transcript import read_transcript
 from tests.conftest import ConsentServer, free_port
 from tests.training.conftest import log_key_of
 
 ROOT = Path(__file__).resolve().parents[2]
-DEVICES = 3
-CONSENTING = (0, 1)
+DEVICES = 4
+CONSENTING = (0, 1, 2)
 
 
 class Processes:
@@ -102,6 +103,7 @@ def test_two_rounds_on_the_deployment_engine_train_only_the_consenting_devices(
     devices = _make_devices(tmp_path, consent_service)
     log_key = log_key_of(consent_service)
     data_dir = tmp_path / "server"
+    transcript = tmp_path / "transcript"
     link_port = free_port()
     no_uv = {"FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"}
     processes.start(
@@ -123,6 +125,7 @@ def test_two_rounds_on_the_deployment_engine_train_only_the_consenting_devices(
             "MOODFED_CONSENT_URL": consent_service.url,
             "MOODFED_ELIGIBILITY_TOKEN": consent_service.token,
             "MOODFED_DATA_DIR": str(data_dir),
+            "MOODFED_TRANSCRIPT_DIR": str(transcript),
         },
     )
     _wait_for_port(link_port)
@@ -158,7 +161,7 @@ def test_two_rounds_on_the_deployment_engine_train_only_the_consenting_devices(
             str(ROOT),
             "moodfed-local",
             "--run-config",
-            f"rounds=2 expected-devices=2.0 min-nodes={DEVICES}",
+            f"rounds=2 expected-devices=3.0 min-nodes={DEVICES}",
             "--stream",
         ],
         env={**os.environ, **no_uv, "FLWR_HOME": str(cli_home)},
@@ -174,13 +177,13 @@ def test_two_rounds_on_the_deployment_engine_train_only_the_consenting_devices(
         rounds = store.model_rounds(training.id)
     assert training.status == "completed" and training.attested_devices == DEVICES
     assert [(row.round, row.eligible_devices, row.sampling_rate) for row in rounds] == [
-        (1, 2, 1.0),
-        (2, 2, 1.0),
+        (1, 3, 1.0),
+        (2, 3, 1.0),
     ]
     for index, folder in enumerate(devices):
         assert (folder / DEVICE_LEDGER_FILE).exists() == (index in CONSENTING)
     with (
-        Device.open(devices[2]) as outsider,
+        Device.open(devices[3]) as outsider,
         Accountant(
             f"sqlite:///{data_dir / 'privacy.db'}", epsilon_budget=8.0, delta=1e-5
         ) as accountant,
@@ -189,3 +192,8 @@ def test_two_rounds_on_the_deployment_engine_train_only_the_consenting_devices(
         for index in CONSENTING:
             with Device.open(devices[index]) as device:
                 assert sum(accountant.history(device.device_key).values()) == 2
+
+    # What the server received: secure-aggregation messages only, every update masked.
+    seen = {name for _, _, content, _ in read_transcript(transcript) for name in content}
+    assert "secagg-masked-input" in seen and "secagg-advertise-keys" in seen
+    assert not seen & {"update", "contributions"}, seen

@@ -58,7 +58,8 @@ def test_the_planted_device_took_part_with_its_real_diary(gated_run: Simulation)
 def test_no_planted_value_appears_in_any_message_the_device_sent(gated_run: Simulation) -> None:
     payloads = [base64.b64decode(row["payload"]) for row in _sent_by(gated_run, PLANTED)]
 
-    assert len(payloads) == 1 + GATED_ROUNDS  # one attestation, one update per round
+    # one attestation; per round: keys, shares, the masked input, the unmasking shares
+    assert len(payloads) == 1 + 4 * GATED_ROUNDS
     for name, needles in _needles().items():
         for needle in needles:
             assert not any(needle in payload for payload in payloads), name
@@ -75,11 +76,11 @@ def test_the_attestation_reply_holds_only_the_device_key_and_signature(
     ]
 
 
-def test_a_training_reply_holds_only_the_update_arrays(gated_run: Simulation) -> None:
+def test_a_training_reply_holds_only_the_masked_input(gated_run: Simulation) -> None:
     updates = [row for row in _sent_by(gated_run, PLANTED) if row["message_type"] == "train"]
 
     assert [row["records"] for row in updates] == [
-        {"update": ["ArrayRecord", ["0", "1", "2", "3"]]}
+        {"secagg-masked-input": ["ArrayRecord", ["masked"]]}
     ] * GATED_ROUNDS
 
 
@@ -90,7 +91,20 @@ def test_every_device_sends_the_same_records_and_fields(gated_run: Simulation) -
         if not row.get("error") and not row.get("raised")
     }
 
+    secagg = "query.secagg"
     assert shapes == {
         ("query.attest", (("attestation", "ConfigRecord", ("device_key", "signature")),)),
-        ("train", (("update", "ArrayRecord", ("0", "1", "2", "3")),)),
+        (secagg, (("secagg-advertise-keys", "ConfigRecord", ("c-pk", "s-pk", "signature")),)),
+        (secagg, (("secagg-encrypted-shares", "ConfigRecord", ("ciphertexts", "recipients")),)),
+        ("train", (("secagg-masked-input", "ArrayRecord", ("masked",)),)),
+        (
+            secagg,
+            (
+                (
+                    "secagg-unmask-shares",
+                    "ConfigRecord",
+                    ("key-owners", "key-shares", "mask-owners", "mask-shares"),
+                ),
+            ),
+        ),
     }
