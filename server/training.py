@@ -48,7 +48,7 @@ from client_sdk.protocol import (
     TRAINING_PURPOSE,
 )
 from client_sdk.secagg import RoundAborted, RoundParams
-from privacy import Accountant, BudgetExceededError, PrivacyEvent
+from privacy import Accountant, BudgetExceededError, PrivacyEvent, history_epsilon
 from privacy.distributed import DistributedSkellam
 from server.aggregation import apply_average, next_global, parse_update
 from server.attestation import Attestations
@@ -124,6 +124,8 @@ class RoundPlan:
     eligible: tuple[str, ...]
     sampling_rate: float
     expected_count: float
+    event: PrivacyEvent
+    """What the round costs each eligible user."""
     secure: SecurePlan | None = None
 
 
@@ -195,7 +197,7 @@ class TrainingRound:
             )
         except BudgetExceededError as error:
             raise RunStopped("stopped", f"privacy budget (at charge time): {error}") from None
-        return RoundPlan(self.number, eligible, q, q * len(eligible), secure)
+        return RoundPlan(self.number, eligible, q, q * len(eligible), event, secure)
 
     def _plan_secure(self, eligible: tuple[str, ...], weights: Sequence[np.ndarray]) -> SecurePlan:
         if len(eligible) < 3:
@@ -327,6 +329,11 @@ class TrainingRound:
         run, settings = self.run, self.run.settings
         run.contributors.update(plan.eligible)
         epsilon = run.accountant.max_epsilon(run.contributors)
+        own = history_epsilon(
+            {plan.event.mechanism: plan.event.count},
+            delta=settings.delta,
+            method=run.accountant.method,
+        )
         aggregation = "secure" if plan.secure is not None else "central"
         holdout = run.holdout
         mae = holdout.mae(weights) if holdout is not None else None
@@ -344,6 +351,7 @@ class TrainingRound:
             holdout_mae=mae,
             holdout_devices=holdout.devices if holdout is not None else None,
             holdout_examples=holdout.examples if holdout is not None else None,
+            release_epsilon=own,
             aggregation=aggregation,
             private=settings.seed is None,
         )

@@ -100,7 +100,7 @@ train.__signature__ = inspect.Signature(  # type: ignore[attr-defined]  # see ab
 
 
 def demo(
-    devices: Annotated[int, typer.Option(help="synthetic devices")] = 500,
+    devices: Annotated[int, typer.Option(help="synthetic devices")] = 300,
     rounds: Annotated[int, typer.Option(help="DP-FedAvg training rounds")] = 4,
     analytics_weeks: Annotated[int, typer.Option(help="weeks of DP analytics to release")] = 3,
     dashboard: Annotated[

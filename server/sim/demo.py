@@ -29,7 +29,7 @@ __all__ = ["run_demo"]
 
 def run_demo(
     *,
-    devices: int = 500,
+    devices: int = 300,
     rounds: int = 4,
     analytics_weeks: int = 3,
     dashboard: bool = True,
@@ -64,7 +64,7 @@ def run_demo(
             settings=settings,
             console=console,
             analytics_weeks=analytics_weeks,
-            # Enough that cohorts of ~30 of these 500 devices clear the release threshold.
+            # Enough that the larger cohorts of these devices clear the release threshold.
             analytics_epsilon=3.0,
         )
         if report.status == "failed":
