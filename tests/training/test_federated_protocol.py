@@ -20,6 +20,7 @@ from client_sdk.secagg import Attestation
 from client_sdk.sim import SyntheticPopulation
 from server.attestation import _unique, check_attestation
 from server.releases import ReleaseStore
+from server.settings import TrainSettings
 from server.sim.settings import SimSettings
 
 RUN, NODE = 7, 1234
@@ -180,3 +181,11 @@ def test_a_release_carries_the_largest_total_spend_of_the_users_who_shaped_it() 
         epsilon_for(sampling_rate=0.1, noise_multiplier=1.0, rounds=1, delta=1e-5)
     )
     assert epsilon < accountant.max_epsilon()  # the other run's heavier spend is not ours
+
+
+def test_a_seed_is_refused_when_a_real_consent_service_is_configured() -> None:
+    with pytest.raises(ValueError, match="seed"):
+        TrainSettings(seed=7, consent_url="https://consent.example", eligibility_token="t")
+
+    simulated = SimSettings(seed=7, consent_url="http://127.0.0.1:1", eligibility_token="t")
+    assert simulated.seed == 7  # simulations may: their releases are marked not private
