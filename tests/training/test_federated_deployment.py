@@ -1,13 +1,19 @@
-"""Flower's Deployment Engine: a SuperLink, three SuperNodes and ``flwr run``, on localhost.
+"""Flower's Deployment Engine: a SuperLink, SuperNodes and ``flwr run``, on localhost, as a
+phone would talk to a real server: TLS (a CA and a server certificate made here with
+``cryptography``) and SuperNode authentication (each SuperNode's P-384 key registered with
+``flwr supernode register``; the SuperLink runs with ``--enable-supernode-auth``).
 
 Each SuperNode stands for one real device folder (key, encrypted diary, consent
 receipts) given in its node config; the ServerApp finds the consent service and the
-stores through ``MOODFED_`` variables in the SuperLink's environment. Device 2 never
-consents, so it is attested but never sent a model.
+stores through ``MOODFED_`` variables in the SuperLink's environment. Device 3 never
+consents, so it is attested but contributes nothing; a fifth SuperNode with a key the
+SuperLink never registered is never let in.
 """
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import os
 import signal
 import subprocess
@@ -17,6 +23,10 @@ from contextlib import suppress
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from client_sdk import Device
 from client_sdk.client_app import DEVICE_LEDGER_FILE
@@ -97,6 +107,73 @@ def _make_devices(folder: Path, service: ConsentServer) -> list[Path]:
     return devices
 
 
+def _pki(folder: Path) -> tuple[Path, Path, Path]:
+    """A CA and a certificate for 127.0.0.1 it signed: (ca.crt, server.pem, server.key)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP384R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "moodfed test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP384R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = folder / "ca.crt", folder / "server.pem", folder / "server.key"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    paths[2].chmod(0o600)
+    return paths
+
+
+def _node_keys(folder: Path, name: str) -> tuple[Path, Path]:
+    """A SuperNode's P-384 key pair in OpenSSH format: (private, public)."""
+    key = ec.generate_private_key(ec.SECP384R1())
+    private, public = folder / f"{name}.key", folder / f"{name}.pub"
+    private.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
+        )
+    )
+    private.chmod(0o600)
+    public.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+        )
+    )
+    return private, public
+
+
 def test_two_rounds_on_the_deployment_engine_train_only_the_consenting_devices(
     tmp_path: Path, consent_service: ConsentServer, processes: Processes
 ) -> None:
@@ -106,11 +183,18 @@ def test_two_rounds_on_the_deployment_engine_train_only_the_consenting_devices(
     transcript = tmp_path / "transcript"
     link_port = free_port()
     no_uv = {"FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"}
+    ca, server_cert, server_key = _pki(tmp_path / "pki")
     processes.start(
         "superlink",
         [
             "flower-superlink",
-            "--insecure",
+            "--ssl-ca-certfile",
+            str(ca),
+            "--ssl-certfile",
+            str(server_cert),
+            "--ssl-keyfile",
+            str(server_key),
+            "--enable-supernode-auth",
             "--isolation",
             "subprocess",
             "--host",
@@ -129,15 +213,45 @@ def test_two_rounds_on_the_deployment_engine_train_only_the_consenting_devices(
         },
     )
     _wait_for_port(link_port)
-    for index, folder in enumerate(devices):
-        node_config = (
-            f'device-dir="{folder}" consent-url="{consent_service.url}" log-key="{log_key}"'
-        )
+    cli_home = tmp_path / "flwr-cli"
+    cli_home.mkdir()
+    (cli_home / "config.toml").write_text(
+        f'[superlink]\ndefault = "moodfed-local"\n\n'
+        f'[superlink.moodfed-local]\naddress = "127.0.0.1:{link_port}"\n'
+        f'root-certificates = "{ca}"\n'
+    )
+    cli_env = {**os.environ, **no_uv, "FLWR_HOME": str(cli_home)}
+    keys = tmp_path / "node-keys"
+    keys.mkdir()
+    for index, folder in enumerate([*devices, None]):
+        private, public = _node_keys(keys, f"supernode-{index}")
+        if folder is None:
+            # The intruder: a key the SuperLink never registered, presenting device 0. Let
+            # in, it would take device 0 out of the run (one key on two nodes).
+            node_config = (
+                f'device-dir="{devices[0]}" consent-url="{consent_service.url}" '
+                f'log-key="{log_key}"'
+            )
+        else:
+            register = subprocess.run(
+                ["flwr", "supernode", "register", str(public), "moodfed-local"],
+                env=cli_env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert register.returncode == 0, register.stdout + register.stderr
+            node_config = (
+                f'device-dir="{folder}" consent-url="{consent_service.url}" log-key="{log_key}"'
+            )
         processes.start(
             f"supernode-{index}",
             [
                 "flower-supernode",
-                "--insecure",
+                "--root-certificates",
+                str(ca),
+                "--auth-supernode-private-key",
+                str(private),
                 "--superlink",
                 f"127.0.0.1:{link_port}",
                 "--port",
@@ -147,12 +261,6 @@ def test_two_rounds_on_the_deployment_engine_train_only_the_consenting_devices(
             ],
             {**no_uv, "FLWR_HOME": str(tmp_path / f"flwr-supernode-{index}")},
         )
-    cli_home = tmp_path / "flwr-cli"
-    cli_home.mkdir()
-    (cli_home / "config.toml").write_text(
-        f'[superlink]\ndefault = "moodfed-local"\n\n'
-        f'[superlink.moodfed-local]\naddress = "127.0.0.1:{link_port}"\ninsecure = true\n'
-    )
 
     run = subprocess.run(
         [
@@ -164,7 +272,7 @@ def test_two_rounds_on_the_deployment_engine_train_only_the_consenting_devices(
             f"rounds=2 expected-devices=3.0 min-nodes={DEVICES}",
             "--stream",
         ],
-        env={**os.environ, **no_uv, "FLWR_HOME": str(cli_home)},
+        env=cli_env,
         capture_output=True,
         text=True,
         timeout=400,
