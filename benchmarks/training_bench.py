@@ -364,6 +364,10 @@ def _fed_settings(
         eligibility_token=service.token,
         data_dir=root / f"server-{seed}",
         sim_root=root / "sim",
+        # Part (b) compares with a bare FedAvg round: the central round does the same
+        # exchange (benchmarks/secagg_bench.py measures what secure aggregation adds).
+        aggregation="central",
+        device_allow_central=True,
     )
 
 
@@ -409,7 +413,9 @@ def _moodfed_run(root: Path, service: Any, settings: Any, devices: int) -> dict[
     from server.training import RoundReport
 
     grid = InProcessGrid(
-        make_sim_client_app(defaults={"sim-root": str(root / "sim")}),
+        make_sim_client_app(
+            defaults={"sim-root": str(root / "sim"), **settings.device_node_config()}
+        ),
         num_nodes=devices,
         workers=WORKERS,
     )
