@@ -2,9 +2,9 @@
 
 Run from the repository root::
 
-    python benchmarks/secagg_bench.py                    # 50, 200 and 500 devices
-    python benchmarks/secagg_bench.py --quick            # 20 and 50 devices
-    python benchmarks/secagg_bench.py --devices 200 --repetitions 5
+    python benchmarks/secagg_bench.py                    # 50, 200 and 500 devices (~1 h)
+    python benchmarks/secagg_bench.py --quick            # 20 and 50 devices (~2 min)
+    python benchmarks/secagg_bench.py --devices 200 --repetitions 5 --flower-repetitions 2
 
 One training round over ``n`` devices, every one of them training (q = 1, so the
 secure sum's cohort and the plain round's sample are the same ``n`` devices), three ways:
@@ -30,24 +30,31 @@ secure sum's cohort and the plain round's sample are the same ``n`` devices), th
     threshold as moodfed's plan (``num_shares = degree + 1``).
 
 All three run on the same in-process grid (``server.sim.grid.InProcessGrid``: Flower's
-Grid interface, ClientApps called in this process, ``--workers`` at a time, default one
-per CPU; Flower's workflow runs on it unchanged), so no Ray and no transport are timed.
-Attestation (once per run, not per round) is done before the rounds and shown apart.
+Grid interface, ClientApps called in this process; Flower's workflow runs on it
+unchanged), so no Ray and no network are timed. Devices are handled one at a time by
+default (``--workers 1``): the round's wall time is then the server's and every
+device's work end to end, as on one core, and the process's CPU time during a device's
+call is that device's, threads it starts included (Flower's Shamir sharing runs in a
+thread pool). Attestation (once per run, not per round) runs before the rounds and is
+shown apart.
 
 Every message and reply crosses a protobuf round trip (``flwr.common.serde``'s
 ``message_to_proto`` and back), as on the wire, in all three: each device gets its own
 copy (Flower's SecAgg+ workflow sends one shared record to every node and its client mod
 changes it, so it cannot run without copies) and the serialized sizes are the bytes.
 
-Measured per round: wall time (the round-trips included); server CPU (the CPU time of
-the thread running the ServerApp logic; the consent service's own thread is not
-counted); per-device CPU (the CPU time of the thread running each ClientApp call, summed
-per device over the round, serialization excluded: a Flower mod placed first around the
-app, so the handlers and Flower's own mods are in it; the device ledger's fsync thread
-is not); bytes down and up per device (serialized messages). The contenders run
-interleaved, in rotating order, ``--repetitions`` times after one warm-up; each figure
-is the median over repetitions, each ratio the median of the ratios within a
-repetition. Targets (issue 9): secure <= 3x plain, and secure <= Flower's SecAgg+.
+Measured per round: wall time (the round trips included); per-device CPU (a Flower mod
+placed first around the app, so the handlers and Flower's own mods are in it, the round
+trip is not; summed per device over the round); server CPU (the process's CPU time over
+the round less the devices' calls and round trips: the ServerApp logic, and the consent
+service answering its eligibility query); bytes down and up per device. With more than
+one worker, per-device and server CPU are per thread (a device's helper threads then
+count as nobody's). The contenders run interleaved, in rotating order, after one
+warm-up round: moodfed's two rounds ``--repetitions`` times; Flower's SecAgg+, which
+takes minutes a round from 200 devices on, ``--flower-repetitions`` times (its warm-up
+only at the first size). Each figure is the median over its rounds, each ratio the
+median of the ratios within a repetition both ran. Targets (issue 9): secure <= 3x
+plain, and secure no slower than Flower's SecAgg+.
 
 The result is a rich table and one JSON line.
 """
@@ -98,7 +105,6 @@ DEVICE_NOISE = 1.0
 DEVICE_DELTA = 1e-4
 CLIPPING_NORM = 1.0
 NOISE_MULTIPLIER = 1.0
-WORKERS = os.cpu_count() or 1
 
 CONTENDERS = ("secure", "plain", "flower")
 LABELS = {
@@ -118,18 +124,21 @@ class Meter:
     (``flwr.common.serde.message_to_proto`` and back), as it would on the wire: the
     device gets its own copy (Flower's SecAgg+ workflow sends one shared record to every
     node, which its client mod then changes) and the serialized sizes are the bytes down
-    and up. The rest of the call (Flower's other mods and the app) is the device's CPU,
-    timed on the thread that runs it.
+    and up. The rest of the call (Flower's other mods and the app) is the device's CPU:
+    the process's CPU time when devices run one at a time (``serial``: threads a handler
+    starts are then counted, e.g. Flower's Shamir sharing runs in a thread pool), else
+    the CPU time of the thread running it.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, serial: bool) -> None:
+        self.clock = time.process_time if serial else time.thread_time
         self._lock = threading.Lock()
         self.cpu: dict[int, float] = {}
         self.down: dict[int, int] = {}
         self.up: dict[int, int] = {}
         self.calls = 0
         self.errors = 0
-        self.main_thread_cpu = 0.0
+        self.metered_cpu = 0.0
         self._main = threading.get_ident()
 
     def reset(self) -> None:
@@ -138,15 +147,15 @@ class Meter:
             self.cpu, self.down, self.up = {}, {}, {}
             self.calls = 0
             self.errors = 0
-            self.main_thread_cpu = 0.0
+            self.metered_cpu = 0.0
             self._main = threading.get_ident()
 
     def __call__(self, message: Message, context: Context, call_next: ClientAppCallable) -> Message:
-        entered = time.thread_time()
+        entered = self.clock()
         delivered, down = _wire(message)
-        started = time.thread_time()
+        started = self.clock()
         reply = call_next(delivered, context)
-        spent = time.thread_time() - started
+        spent = self.clock() - started
         returned, up = _wire(reply)
         node = message.metadata.dst_node_id
         with self._lock:
@@ -155,8 +164,8 @@ class Meter:
             self.up[node] = self.up.get(node, 0) + up
             self.calls += 1
             self.errors += reply.has_error()
-            if threading.get_ident() == self._main:  # one worker: it all ran on this thread
-                self.main_thread_cpu += time.thread_time() - entered
+            if self.clock is time.process_time or threading.get_ident() == self._main:
+                self.metered_cpu += self.clock() - entered  # not the server's
         return returned
 
 
@@ -180,7 +189,7 @@ class RoundCost:
 
 
 def _collect(
-    meter: Meter, *, wall: float, server_thread_cpu: float, n: int, calls: int, name: str
+    meter: Meter, *, wall: float, server_cpu: float, n: int, calls: int, name: str
 ) -> RoundCost:
     """The round's figures, once every device answered every one of its ``calls`` messages."""
     if meter.errors or len(meter.cpu) != n or meter.calls != n * calls:
@@ -190,7 +199,7 @@ def _collect(
         )
     return RoundCost(
         wall_s=wall,
-        server_cpu_s=server_thread_cpu - meter.main_thread_cpu,
+        server_cpu_s=server_cpu - meter.metered_cpu,
         device_cpu_s=list(meter.cpu.values()),
         bytes_down=list(meter.down.values()),
         bytes_up=list(meter.up.values()),
@@ -279,15 +288,15 @@ def _moodfed_round(
     run: TrainingRun, number: int, weights: list[np.ndarray], meter: Meter
 ) -> RoundCost:
     meter.reset()
-    cpu, wall = time.thread_time(), time.perf_counter()
+    cpu, wall = meter.clock(), time.perf_counter()
     report, _ = TrainingRound(run, number)(weights)
-    wall, cpu = time.perf_counter() - wall, time.thread_time() - cpu
+    wall, cpu = time.perf_counter() - wall, meter.clock() - cpu
     name = f"moodfed {run.settings.aggregation} round {number}"
     if report.aborted is not None or report.contributed != len(report.eligible):
         raise SystemExit(f"{name}: {report.contributed} contributed, aborted: {report.aborted}")
     calls = 4 if run.settings.aggregation == "secure" else 1  # SecAgg+'s four exchanges
     return _collect(
-        meter, wall=wall, server_thread_cpu=cpu, n=len(report.eligible), calls=calls, name=name
+        meter, wall=wall, server_cpu=cpu, n=len(report.eligible), calls=calls, name=name
     )
 
 
@@ -368,13 +377,13 @@ def _flower_round(grid: InProcessGrid, weights: list[np.ndarray], meter: Meter) 
         )
     )
     meter.reset()
-    cpu, wall = time.thread_time(), time.perf_counter()
+    cpu, wall = meter.clock(), time.perf_counter()
     workflow(grid, context)
-    wall, cpu = time.perf_counter() - wall, time.thread_time() - cpu
+    wall, cpu = time.perf_counter() - wall, meter.clock() - cpu
     aggregated = context.state.array_records[MAIN_PARAMS_RECORD].to_numpy_ndarrays()
     if all(np.array_equal(a, b) for a, b in zip(aggregated, weights, strict=True)):
         raise SystemExit("Flower's SecAgg+ round released no new model")
-    return _collect(meter, wall=wall, server_thread_cpu=cpu, n=n, calls=4, name="Flower SecAgg+")
+    return _collect(meter, wall=wall, server_cpu=cpu, n=n, calls=4, name="Flower SecAgg+")
 
 
 # -- one cohort size ----------------------------------------------------------------------
@@ -386,15 +395,22 @@ def measure_size(
     root: Path,
     eligibility: Any,
     repetitions: int,
+    flower_repetitions: int,
+    flower_warm_up: bool,
     workers: int,
     progress: Callable[[str], None],
 ) -> dict[str, Any]:
-    """Every contender over the same ``n`` devices, interleaved; medians and ratios."""
+    """Every contender over the same ``n`` devices, interleaved; medians and ratios.
+
+    Flower's SecAgg+ runs only its first ``flower_repetitions`` timed rounds (hundreds of
+    seconds each from 200 devices on), and its warm-up only if ``flower_warm_up``.
+    """
     from client_sdk.sim.client_app import make_sim_client_app
     from server.attestation import attest_nodes
 
     sim_root = root / "sim"
-    moodfed_meter, flower_meter = Meter(), Meter()  # both moodfed rounds run on one grid
+    serial = workers == 1
+    moodfed_meter, flower_meter = Meter(serial=serial), Meter(serial=serial)  # moodfed: one grid
     moodfed_grid = InProcessGrid(
         make_sim_client_app(defaults=_device_defaults(sim_root), mods=[moodfed_meter]),
         num_nodes=n,
@@ -409,7 +425,7 @@ def measure_size(
         run_id=moodfed_grid.run.run_id,
     )
     weights = initial_weights(0)
-    results: dict[str, list[RoundCost]] = {name: [] for name in CONTENDERS}
+    results: dict[str, dict[int, RoundCost]] = {name: {} for name in CONTENDERS}
     with ExitStack() as stack:
         started = time.perf_counter()
         attestations = attest_nodes(moodfed_grid, moodfed_grid.get_node_ids(), timeout=3600)
@@ -431,23 +447,33 @@ def measure_size(
             warm_up = repetition == 0
             shift = repetition % len(CONTENDERS)
             for name in CONTENDERS[shift:] + CONTENDERS[:shift]:
+                if name == "flower" and not (
+                    (warm_up and flower_warm_up) or 1 <= repetition <= flower_repetitions
+                ):
+                    continue
                 progress(f"n={n} {'warm-up' if warm_up else f'rep {repetition}'}: {name}")
                 if name == "flower":
                     cost = _flower_round(flower_grid, weights, flower_meter)
                 else:
                     cost = _moodfed_round(runs[name], repetition + 1, weights, moodfed_meter)
-                results[name].append(cost)
+                results[name][repetition] = cost
     graph = choose_graph(n)
     return summarize(n, results, attestation_s=attestation_s, graph=graph)
 
 
 def summarize(
-    n: int, results: dict[str, list[RoundCost]], *, attestation_s: float, graph: Any
+    n: int, results: dict[str, dict[int, RoundCost]], *, attestation_s: float, graph: Any
 ) -> dict[str, Any]:
-    timed = {name: costs[1:] for name, costs in results.items()}
+    """Medians over the timed rounds; each ratio the median over repetitions both ran."""
+    timed = {
+        name: {rep: cost for rep, cost in costs.items() if rep > 0}
+        for name, costs in results.items()
+    }
     contenders: dict[str, dict[str, float]] = {}
-    for name, costs in timed.items():
+    for name, by_rep in timed.items():
+        costs = list(by_rep.values())
         contenders[name] = {
+            "rounds": len(costs),
             "wall_s": statistics.median(c.wall_s for c in costs),
             "server_cpu_s": statistics.median(c.server_cpu_s for c in costs),
             "device_cpu_ms_median": 1e3
@@ -462,7 +488,7 @@ def summarize(
         }
 
     def ratio(a: str, b: str, key: str) -> float:
-        pairs = zip(timed[a], timed[b], strict=True)
+        pairs = [(timed[a][rep], timed[b][rep]) for rep in timed[a] if rep in timed[b]]
         if key == "device_cpu":
             return statistics.median(
                 statistics.median(x.device_cpu_s) / statistics.median(y.device_cpu_s)
@@ -483,7 +509,7 @@ def summarize(
         "threshold": graph.threshold,
         "min_survivors": graph.min_survivors,
         "complete_graph": graph.degree == n - 1,
-        "repetitions": len(next(iter(timed.values()))),
+        "repetitions": len(timed["secure"]),
         "attestation_s": attestation_s,
         "contenders": contenders,
         "ratios": ratios,
@@ -493,7 +519,7 @@ def summarize(
             "vs_plain_met": ratios["secure_vs_plain_wall"] <= TARGET_VS_PLAIN,
             "vs_flower_met": ratios["secure_vs_flower_wall"] <= TARGET_VS_FLOWER,
         },
-        "wall_s_all": {name: [c.wall_s for c in costs] for name, costs in timed.items()},
+        "wall_s_all": {name: [c.wall_s for c in by.values()] for name, by in timed.items()},
     }
 
 
@@ -537,12 +563,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 root=root,
                 eligibility=eligibility,
                 repetitions=repetitions,
+                flower_repetitions=min(repetitions, args.flower_repetitions),
+                flower_warm_up=index == 0,
                 workers=args.workers,
                 progress=progress,
             )
-            for n in sizes
+            for index, n in enumerate(sizes)
         ]
-    return {"sizes": list(sizes), "workers": args.workers, "setup_s": setup_s, "rows": rows}
+    return {
+        "sizes": list(sizes),
+        "workers": args.workers,
+        "repetitions": repetitions,
+        "flower_repetitions": min(repetitions, args.flower_repetitions),
+        "setup_s": setup_s,
+        "rows": rows,
+    }
 
 
 def show(result: dict[str, Any]) -> None:
@@ -553,12 +588,13 @@ def show(result: dict[str, Any]) -> None:
         title=(
             "one training round, every device trains (q = 1); in process (InProcessGrid, "
             f"{result['workers']} worker(s), messages serialized, no network); medians of "
-            f"{result['rows'][0]['repetitions']} interleaved repetitions"
+            f"{result['repetitions']} interleaved repetitions (Flower SecAgg+: "
+            f"{result['flower_repetitions']})"
         ),
         caption=(
             "device CPU: ClientApp calls of one device over the round (median device); "
-            "bytes: serialized messages per device (median); server CPU: the ServerApp "
-            "thread. x plain / x Flower: median of per-repetition wall-time ratios. "
+            "bytes: serialized messages per device (median); server CPU: the process less "
+            "the devices. x plain / x Flower: median of per-repetition wall-time ratios. "
             "moodfed's rounds include the consent query, accounting and the release store; "
             "its devices a consent gate and a DP-SGD ledger Flower's do not have."
         ),
@@ -622,12 +658,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="20 and 50 devices, 2 repetitions")
     parser.add_argument("--devices", type=int, nargs="+", help="cohort sizes (default 50 200 500)")
-    parser.add_argument("--repetitions", type=int, help="timed rounds per contender (default 3)")
-    parser.add_argument("--workers", type=int, default=WORKERS, help="devices handled at once")
+    parser.add_argument("--repetitions", type=int, help="timed moodfed rounds (default 3)")
+    parser.add_argument(
+        "--flower-repetitions", type=int, default=1, help="timed Flower SecAgg+ rounds (default 1)"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="devices handled at once (default 1: per-device CPU then counts their threads)",
+    )
     parser.add_argument("--progress", action="store_true", help="say what runs, on stderr")
     args = parser.parse_args(argv)
     if args.devices and min(args.devices) < 3:
         parser.error("secure aggregation needs at least 3 devices")
+    if args.flower_repetitions < 1 or (args.repetitions is not None and args.repetitions < 1):
+        parser.error("repetitions must be at least 1")
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
     previous_threads = torch.get_num_threads()
     try:
         result = run(args)
