@@ -13,6 +13,8 @@ caller fetches, this module decides.
 - Receipt verification: the checkpoint's signature, the inclusion of exactly the record
   sent, the receipt's fields against the statement (:func:`verify_receipt`), and each
   new checkpoint extending the last one seen (:func:`verify_append_only`).
+- Witnesses: at least k of the known witnesses cosigned the checkpoint (C2SP
+  tlog-cosignature, :func:`verify_cosignatures`, :func:`open_witnessed_checkpoint`).
 
 >>> from consent.merkle import MerkleTree
 >>> from consent.note import Checkpoint
@@ -45,17 +47,22 @@ from consent.statement import (
     parse_json_strict,
     verify_record_signature,
 )
+from consent.witness.cosignature import Cosignature, CosignatureVerifier, split_note
 
 __all__ = [
+    "BadCosignatureError",
     "CheckpointError",
     "ConsistencyError",
     "EntryError",
     "InclusionError",
     "VerificationError",
+    "WitnessQuorumError",
     "open_signed_checkpoint",
+    "open_witnessed_checkpoint",
     "record_leaf_hash",
     "signed_record",
     "verify_append_only",
+    "verify_cosignatures",
     "verify_entries",
     "verify_receipt",
     "verify_tree",
@@ -88,6 +95,19 @@ class InclusionError(VerificationError):
 
 class ConsistencyError(VerificationError):
     """Two checkpoints do not describe one append-only log: the log forked or rewrote itself."""
+
+
+class BadCosignatureError(VerificationError):
+    """A known witness's cosignature line on the checkpoint does not verify."""
+
+
+class WitnessQuorumError(VerificationError):
+    """Fewer known witnesses cosigned the checkpoint than required."""
+
+    def __init__(self, message: str, *, found: int, required: int) -> None:
+        super().__init__(message)
+        self.found = found
+        self.required = required
 
 
 def open_signed_checkpoint(
@@ -200,3 +220,49 @@ def verify_append_only(old: Checkpoint, new: Checkpoint, proof: ConsistencyProof
         raise ConsistencyError(
             f"checkpoint {new.size} does not extend checkpoint {old.size}: {exc}", reason=str(exc)
         ) from None
+
+
+def verify_cosignatures(
+    note: str, witnesses: Sequence[CosignatureVerifier], *, quorum: int
+) -> tuple[Cosignature, ...]:
+    """The known witnesses' verified cosignatures on a checkpoint note, at least ``quorum``.
+
+    Lines by unknown keys are ignored; a line by a known witness that does not verify
+    rejects the note (:class:`BadCosignatureError`); too few known witnesses raise
+    :class:`WitnessQuorumError`. A witness listed twice counts once.
+    """
+    try:
+        text, lines = split_note(note)
+    except NoteError as exc:
+        raise CheckpointError(f"the checkpoint is malformed: {exc}", reason=str(exc)) from None
+    found: dict[tuple[str, bytes], Cosignature] = {}
+    for witness in witnesses:
+        try:
+            cosignature = witness.find(text, lines)
+        except NoteError as exc:
+            raise BadCosignatureError(
+                f"the checkpoint's witness cosignature does not verify: {exc}", reason=str(exc)
+            ) from None
+        if cosignature is not None:
+            found[(cosignature.name, cosignature.key_id)] = cosignature
+    if len(found) < quorum:
+        known = ", ".join(sorted({w.name for w in witnesses})) or "none"
+        raise WitnessQuorumError(
+            f"the checkpoint carries {len(found)} of the {quorum} witness cosignatures "
+            f"required (known witnesses: {known})",
+            found=len(found),
+            required=quorum,
+        )
+    return tuple(found.values())
+
+
+def open_witnessed_checkpoint(
+    note: str,
+    verifier: NoteVerifier,
+    witnesses: Sequence[CosignatureVerifier],
+    *,
+    quorum: int,
+) -> tuple[Checkpoint, tuple[Cosignature, ...]]:
+    """The checkpoint a note vouches for, signed by the log and cosigned by ``quorum`` witnesses."""
+    checkpoint = open_signed_checkpoint(note, verifier)
+    return checkpoint, verify_cosignatures(note, witnesses, quorum=quorum)
