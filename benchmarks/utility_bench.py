@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    python benchmarks/utility_bench.py            # 2,000 devices, 20% held out (~15 min)
+    python benchmarks/utility_bench.py            # 2,000 devices, 20% held out (~20 min)
     python benchmarks/utility_bench.py --quick    # a smaller smoke run
 
 A synthetic population (``SyntheticPopulation``, 365 days) is split by device: 80% take
@@ -23,7 +23,21 @@ part, 20% are held out and only ever used for the test MAE of next-day mood. Com
   expected count), the sample ``server.sampling.poisson_sample``; every round is charged
   to a ``privacy.Accountant`` for every training device (all of them consent here), whose
   largest epsilon is the one reported. The device-side (record-level) epsilon is each
-  device's Opacus RDP epsilon (``privacy.DeviceAccountant``) for the DP-SGD steps it ran.
+  device's Opacus RDP epsilon (``privacy.DeviceAccountant``) for the DP-SGD steps it ran;
+- DP-FedAvg under secure aggregation with distributed noise (the default mode), at
+  ``--distributed-epsilons`` (3 by default): as a secure round runs it, every training
+  device is in the sum (the cohort n is all of them; each adds its update when its coin
+  says so, zeros otherwise), the round's survivor floor t is the secure plan's
+  (``server.secagg.plan_round``, i.e. ``choose_graph(n).min_survivors``), sigma comes
+  from ``privacy.skellam_noise_for_budget`` for the same epsilon, rounds and q, and each
+  device's vector is encoded with its Skellam noise share (``DistributedSkellam.encode``)
+  and the encodings summed modulo 2^32 (``server.secagg.local_sum``: SecAgg+'s masks
+  cancel in that sum), decoded and divided by the expected count
+  (``server.aggregation.apply_average``), as ``TrainingRound.secure_aggregate`` does.
+  The coins are the central rows' Poisson sample (same seed), so the two differ only in
+  their noise. With no dropouts all n devices' noise shares are in the sum, so its noise
+  std is sigma C sqrt(n / t), about 1.22 sigma C here (the price of tolerating a third
+  of the devices dropping out); the accountant charges the Skellam mechanism.
 
 What is measured: the same server and device functions the ServerApp and ClientApp call,
 driven in one process without Flower messaging, Ray, attestation or the consent service
@@ -45,6 +59,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,16 +74,21 @@ if str(REPO) not in sys.path:
 from client_sdk.client_app import clipped_update  # noqa: E402
 from client_sdk.features import feature_names, make_examples  # noqa: E402
 from client_sdk.model import create_model, get_weights, predict, set_weights  # noqa: E402
+from client_sdk.secagg import RoundParams  # noqa: E402
 from client_sdk.sim.synthetic import SyntheticPopulation  # noqa: E402
 from client_sdk.training import LocalTrainingConfig, train_nonprivate  # noqa: E402
 from privacy import Accountant, DeviceAccountant, PrivacyEvent, noise_for_budget  # noqa: E402
-from server.aggregation import next_global  # noqa: E402
+from privacy.distributed import DistributedSkellam, skellam_noise_for_budget  # noqa: E402
+from server.aggregation import apply_average, next_global  # noqa: E402
 from server.sampling import poisson_sample, round_rng  # noqa: E402
+from server.secagg import local_sum, plan_round  # noqa: E402
+from server.training import MODULUS_BITS  # noqa: E402
 
 DELTA = 1e-5
 DEVICE_DELTA = 1e-4
 TARGET_EPSILON = 3.0
 TARGET_OF_CENTRALIZED = 1.10
+TARGET_DISTRIBUTED_OF_CENTRAL = 1.02  # distributed noise within 2% of central, same epsilon
 
 # The settings the DP-FedAvg rows use (chosen on this population; see the report).
 CLIPPING_NORM = 0.5
@@ -160,16 +180,20 @@ def federated(
     expected: float,
     seed: int,
     epsilon: float | None,
+    distributed: bool = False,
 ) -> dict[str, Any]:
-    """FedAvg (epsilon None) or DP-FedAvg at user-level ``epsilon``, in process."""
+    """FedAvg (epsilon None) or DP-FedAvg at user-level ``epsilon``, in process: central
+    Gaussian noise, or (``distributed``) a secure sum of Skellam-noised encodings."""
     started = time.perf_counter()
     eligible = list(range(len(data.train)))
     q = min(1.0, expected / len(eligible))
-    sigma = (
-        noise_for_budget(sampling_rate=q, rounds=rounds, epsilon=epsilon, delta=DELTA)
-        if epsilon is not None
-        else 0.0
-    )
+    secure = _secure_setup(data, q=q, rounds=rounds, epsilon=epsilon) if distributed else None
+    if secure is not None:
+        sigma = secure.mechanism.noise_multiplier
+    elif epsilon is not None:
+        sigma = noise_for_budget(sampling_rate=q, rounds=rounds, epsilon=epsilon, delta=DELTA)
+    else:
+        sigma = 0.0
     weights = get_weights(create_model(seed=seed))
     participations: Counter[int] = Counter()
     with Accountant("sqlite://", epsilon_budget=epsilon or 1e9, delta=DELTA) as accountant:
@@ -178,27 +202,34 @@ def federated(
             if epsilon is None:
                 weights = _fedavg_round(weights, sampled, data)
                 continue
-            event = PrivacyEvent.training_round(sampling_rate=q, noise_multiplier=sigma)
+            event = PrivacyEvent.training_round(
+                sampling_rate=q,
+                noise_multiplier=sigma,
+                skellam=secure.mechanism if secure is not None else None,
+            )
             accountant.charge(
                 data.keys, event, purpose="model-training", release_id=f"round-{round_number}"
             )
-            updates = []
+            updates: dict[int, list[np.ndarray]] = {}
             for index in sampled:
                 X, y = data.train[index]
-                updates.append(
-                    clipped_update(
-                        weights,
-                        X,
-                        y,
-                        training=LOCAL,
-                        clipping_norm=CLIPPING_NORM,
-                        accountant=None,
-                    )
+                updates[index] = clipped_update(
+                    weights,
+                    X,
+                    y,
+                    training=LOCAL,
+                    clipping_norm=CLIPPING_NORM,
+                    accountant=None,
                 )
                 participations[index] += 1
+            if secure is not None:
+                weights = secure.round(
+                    weights, updates, eligible=eligible, q=q, seed=seed, round_number=round_number
+                )
+                continue
             weights = next_global(
                 weights,
-                updates,
+                list(updates.values()),
                 clipping_norm=CLIPPING_NORM,
                 noise_multiplier=sigma,
                 expected_count=q * len(eligible),
@@ -206,8 +237,15 @@ def federated(
             )
         user_epsilon = accountant.max_epsilon() if epsilon is not None else None
     raw, rounded = model_mae(weights, data)
+    if epsilon is None:
+        method = "FedAvg, non-private"
+    elif secure is not None:
+        method = f"DP-FedAvg, SecAgg+ distributed Skellam, ε={epsilon:g}"
+    else:
+        method = f"DP-FedAvg, ε={epsilon:g}"
     row: dict[str, Any] = {
-        "method": "FedAvg, non-private" if epsilon is None else f"DP-FedAvg, ε={epsilon:g}",
+        "method": method,
+        "noise": "none" if epsilon is None else ("distributed" if secure else "central"),
         "mae": raw,
         "mae_rounded": rounded,
         "rounds": rounds,
@@ -217,10 +255,90 @@ def federated(
         "seconds": time.perf_counter() - started,
     }
     if epsilon is not None:
+        # The std of the noise in each coordinate of the summed updates, over C.
+        row["noise_std_over_c"] = (
+            secure.mechanism.noise_std(len(eligible)) / CLIPPING_NORM if secure else sigma
+        )
         device = device_epsilons(participations, data)
         row["device_epsilon_median"] = device[0]
         row["device_epsilon_max"] = device[1]
+    if secure is not None:
+        row["cohort"] = len(eligible)
+        row["min_survivors"] = secure.params.min_survivors
     return row
+
+
+@dataclass
+class SecureSetup:
+    """A secure round's plan over every training device and its Skellam encoding."""
+
+    params: RoundParams
+    mechanism: DistributedSkellam
+
+    def round(
+        self,
+        weights: list[np.ndarray],
+        updates: dict[int, list[np.ndarray]],
+        *,
+        eligible: list[int],
+        q: float,
+        seed: int,
+        round_number: int,
+    ) -> list[np.ndarray]:
+        """What a secure round reveals and the server makes of it: every device's vector
+        (its clipped update, or zeros without one) encoded with its noise share, summed
+        modulo 2^k, decoded, over the expected count."""
+        zeros = np.zeros(self.mechanism.dimension)
+
+        def inputs() -> Iterator[np.ndarray]:
+            for index in eligible:
+                update = updates.get(index)
+                yield (
+                    zeros
+                    if update is None
+                    else np.concatenate([u.astype(np.float64).ravel() for u in update])
+                )
+
+        rng = np.random.default_rng([seed, round_number, 2])  # rounding and noise shares
+        total = local_sum(self.params, self.mechanism, inputs(), rng=rng)
+        noisy_sum = self.mechanism.decode(total.total)
+        return apply_average(weights, noisy_sum / (q * len(eligible)))
+
+
+def _secure_setup(data: Data, *, q: float, rounds: int, epsilon: float | None) -> SecureSetup:
+    """The secure plan for a cohort of every training device, and the Skellam noise that
+    keeps ``rounds`` rounds at rate q within ``epsilon`` for its survivor floor."""
+    if epsilon is None:
+        raise ValueError("distributed noise needs an epsilon")
+    n = len(data.train)
+    dimension = sum(int(np.prod(w.shape)) for w in get_weights(create_model(seed=0)))
+    params = plan_round(
+        range(1, n + 1),
+        run_id=1,
+        round_label="utility",
+        modulus_bits=MODULUS_BITS,
+        vector_length=dimension,
+    )
+    sigma = skellam_noise_for_budget(
+        epsilon=epsilon,
+        delta=DELTA,
+        sampling_rate=q,
+        rounds=rounds,
+        clip_norm=CLIPPING_NORM,
+        dimension=dimension,
+        max_devices=n,
+        min_survivors=params.min_survivors,
+        bits=MODULUS_BITS,
+    )
+    mechanism = DistributedSkellam(
+        clip_norm=CLIPPING_NORM,
+        dimension=dimension,
+        max_devices=n,
+        min_survivors=params.min_survivors,
+        noise_multiplier=sigma,
+        bits=MODULUS_BITS,
+    )
+    return SecureSetup(params=params, mechanism=mechanism)
 
 
 def _fedavg_round(weights: list[np.ndarray], sampled: list[int], data: Data) -> list[np.ndarray]:
@@ -271,17 +389,48 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rows.append(
         federated(data, rounds=args.rounds, expected=args.expected, seed=args.seed, epsilon=None)
     )
-    for epsilon in args.epsilons:
+    runs = [(epsilon, False) for epsilon in args.epsilons]
+    runs += [(epsilon, True) for epsilon in args.distributed_epsilons]
+    for epsilon, distributed in runs:
         rows.append(
             federated(
-                data, rounds=args.rounds, expected=args.expected, seed=args.seed, epsilon=epsilon
+                data,
+                rounds=args.rounds,
+                expected=args.expected,
+                seed=args.seed,
+                epsilon=epsilon,
+                distributed=distributed,
             )
         )
     persistence = rows[0]["mae"]
     central = next(row["mae"] for row in rows if row["method"].startswith("centralized"))
-    target = next(
-        (row for row in rows if row["method"] == f"DP-FedAvg, ε={TARGET_EPSILON:g}"), None
-    )
+
+    def at_target(noise: str) -> dict[str, Any] | None:
+        return next(
+            (
+                row
+                for row in rows
+                if row.get("noise") == noise and row["method"].endswith(f"ε={TARGET_EPSILON:g}")
+            ),
+            None,
+        )
+
+    target, distributed_target = at_target("central"), at_target("distributed")
+    targets: dict[str, Any] | None = None
+    if target is not None:
+        targets = {
+            "epsilon": TARGET_EPSILON,
+            "beats_persistence": target["mae"] < persistence,
+            "within_10pct_of_centralized": target["mae"] <= TARGET_OF_CENTRALIZED * central,
+            "ratio_to_centralized": target["mae"] / central,
+        }
+        if distributed_target is not None:
+            targets["distributed"] = {
+                "beats_persistence": distributed_target["mae"] < persistence,
+                "ratio_to_central_noise": distributed_target["mae"] / target["mae"],
+                "within_2pct_of_central_noise": distributed_target["mae"]
+                <= TARGET_DISTRIBUTED_OF_CENTRAL * target["mae"],
+            }
     return {
         "devices": args.devices,
         "training_devices": len(data.train),
@@ -299,14 +448,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "max_grad_norm": LOCAL.max_grad_norm,
         },
         "rows": rows,
-        "targets": None
-        if target is None
-        else {
-            "epsilon": TARGET_EPSILON,
-            "beats_persistence": target["mae"] < persistence,
-            "within_10pct_of_centralized": target["mae"] <= TARGET_OF_CENTRALIZED * central,
-            "ratio_to_centralized": target["mae"] / central,
-        },
+        "targets": targets,
         "seconds": time.perf_counter() - started,
     }
 
@@ -325,10 +467,12 @@ def show(result: dict[str, Any]) -> None:
             f"devices, {result['days']}-day diaries"
         ),
         caption=(
-            f"user-level ε at δ={result['delta']:g} (RDP, Poisson-subsampled Gaussian, "
-            f"max over users); device ε: record-level DP-SGD at δ={result['device_delta']:g}, "
-            "median / max over devices that trained. MAE rounded: the prediction rounded "
-            "to the 1-5 scale."
+            f"user-level ε at δ={result['delta']:g} (RDP, Poisson-subsampled Gaussian or "
+            "Skellam, max over users); noise/C: std of the noise in each coordinate of the "
+            "summed updates over C (distributed: σ sqrt(n/t), every device's share in the "
+            f"sum); device ε: record-level DP-SGD at δ={result['device_delta']:g}, median / "
+            "max over devices that trained. MAE rounded: the prediction rounded to the 1-5 "
+            "scale."
         ),
     )
     for column in (
@@ -336,6 +480,7 @@ def show(result: dict[str, Any]) -> None:
         "rounds",
         "q",
         "σ",
+        "noise/C",
         "user ε",
         "device ε",
         "MAE",
@@ -355,6 +500,7 @@ def show(result: dict[str, Any]) -> None:
             str(row.get("rounds", "-")),
             f"{row['q']:.3f}" if "q" in row else "-",
             f"{row['sigma']:.3f}" if row.get("sigma") else "-",
+            f"{row['noise_std_over_c']:.3f}" if "noise_std_over_c" in row else "-",
             f"{row['user_epsilon']:.3f}" if row.get("user_epsilon") is not None else "-",
             device,
             f"{row['mae']:.4f}",
@@ -371,6 +517,14 @@ def show(result: dict[str, Any]) -> None:
             f"centralized: {'met' if targets['within_10pct_of_centralized'] else 'MISSED'} "
             f"({(targets['ratio_to_centralized'] - 1) * 100:+.1f}%)"
         )
+        distributed = targets.get("distributed")
+        if distributed is not None:
+            print(
+                f"distributed noise at ε={targets['epsilon']:g}: within 2% of central noise: "
+                f"{'met' if distributed['within_2pct_of_central_noise'] else 'MISSED'} "
+                f"({(distributed['ratio_to_central_noise'] - 1) * 100:+.2f}%); beats "
+                f"persistence: {'met' if distributed['beats_persistence'] else 'MISSED'}"
+            )
     print(f"total {result['seconds']:.0f} s")
 
 
@@ -382,6 +536,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--expected", type=float, default=320.0, help="devices per round")
     parser.add_argument("--rounds", type=int, default=100)
     parser.add_argument("--epsilons", type=float, nargs="+", default=[1.0, 3.0, 8.0])
+    parser.add_argument(
+        "--distributed-epsilons",
+        type=float,
+        nargs="*",
+        default=[TARGET_EPSILON],
+        help="epsilons of DP-FedAvg under SecAgg+ with distributed Skellam noise",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="400 devices, 10 rounds")
     args = parser.parse_args(argv)
