@@ -5,11 +5,17 @@ the tree is rebuilt, every stored checkpoint's signature and its root against th
 rebuilt tree are verified (with :mod:`consent.verify`, as the dashboard and the
 devices do), and the materialized state is replayed. The first bad index is named, so
 an operator knows where a row was changed.
+
+A log that was rolled back (its newest entries, checkpoints and head deleted together)
+is self-consistent, so only a checkpoint kept outside the database can catch it: each
+trusted checkpoint (a file an auditor kept, or a witness's latest cosigned one) must be
+signed by the log, no larger than the stored log, and its root must be the root of the
+stored log's first entries.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy import select
@@ -40,6 +46,8 @@ class AuditReport:
     root: str = ""
     problems: list[str] = field(default_factory=list)
     first_bad_index: int | None = None
+    trusted_sizes: list[int] = field(default_factory=list)
+    """The sizes of the trusted checkpoints the stored log was found consistent with."""
 
     @property
     def ok(self) -> bool:
@@ -91,8 +99,44 @@ def _check_entry(row: LogEntry, report: AuditReport) -> None:
         report.fail(f"index {i}: the row's columns disagree with its signed record", index=i)
 
 
-def audit_log(database_url: str, verifier_key: str) -> AuditReport:
-    """Audit the log at ``database_url`` against the log's published verifier key."""
+def _check_trusted(
+    note: str, source: str, verifier: NoteVerifier, tree: MerkleTree, report: AuditReport
+) -> None:
+    """The stored log must extend a checkpoint the log signed and someone kept."""
+    try:
+        trusted = open_signed_checkpoint(note, verifier)
+    except CheckpointError as exc:
+        report.fail(f"the trusted checkpoint {source} does not verify: {exc.reason}")
+        return
+    if trusted.size > tree.size:
+        report.fail(
+            f"ROLLBACK: the trusted checkpoint {source} is signed for {trusted.size} entries "
+            f"but only {tree.size} are stored; entries {tree.size}-{trusted.size - 1} were "
+            "removed (the log was rolled back or truncated)",
+            index=tree.size,
+        )
+        return
+    try:
+        verify_tree(tree, trusted)
+    except VerificationError:
+        report.fail(
+            f"FORK: the stored log is inconsistent with the trusted checkpoint {source} "
+            f"(size {trusted.size}): its first {trusted.size} entries do not hash to the root "
+            "the log signed, so its history was rewritten"
+        )
+        return
+    report.trusted_sizes.append(trusted.size)
+
+
+def audit_log(
+    database_url: str, verifier_key: str, *, trusted_checkpoints: Sequence[tuple[str, str]] = ()
+) -> AuditReport:
+    """Audit the log at ``database_url`` against the log's published verifier key.
+
+    ``trusted_checkpoints`` are ``(source, signed note)`` pairs kept outside the database
+    (a file, a witness): the stored log must be at least as large as each and
+    consistent with it, or the audit fails naming a rollback or a fork.
+    """
     report = AuditReport()
     verifier = NoteVerifier(verifier_key)
     engine = create_engine(database_url)
@@ -142,6 +186,8 @@ def audit_log(database_url: str, verifier_key: str) -> AuditReport:
             for s in session.execute(select(ConsentState)).scalars()
         }
     engine.dispose()
+    for source, note in trusted_checkpoints:
+        _check_trusted(note, source, verifier, tree, report)
     for key in sorted(set(states) | set(latest)):
         if states.get(key) != latest.get(key):
             index = (latest.get(key) or states.get(key) or ("", None))[1]
