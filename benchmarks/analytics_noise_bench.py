@@ -284,7 +284,7 @@ def show(result: dict[str, Any]) -> None:
                 f"{central['round_epsilon']:.3f} / {secure['round_epsilon']:.3f}",
                 end_section=index == len(size["queries"]) - 1,
             )
-    Console(width=160).print(table)
+    Console(width=180).print(table)
     for size in result["sizes"]:
         print(
             f"N={size['devices']:,}: t={size['threshold_t']:,}, "
