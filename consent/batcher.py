@@ -55,12 +55,14 @@ class AppendBatcher:
                 results = await loop.run_in_executor(
                     self.executor, self.ledger.append_batch, records
                 )
-            except Exception as exc:
+            except LedgerError as exc:
+                if not isinstance(exc, StorageUnavailableError):  # that one is logged already
+                    log.error("appending a batch of %d records failed: %s", len(batch), exc)
+                results = [exc] * len(batch)
+            except Exception:
                 log.exception("appending a batch of %d records failed", len(batch))
-                failure = (
-                    exc
-                    if isinstance(exc, StorageUnavailableError)
-                    else StorageUnavailableError(f"the ledger could not store the record: {exc}")
+                failure = StorageUnavailableError(
+                    "the ledger could not store the record; retry later"
                 )
                 results = [failure] * len(batch)
             for (_, future), result in zip(batch, results, strict=True):

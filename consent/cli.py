@@ -24,6 +24,13 @@ def _settings(**overrides: Any) -> ConsentSettings:
     return ConsentSettings(**given)
 
 
+_ARGV_REFUSAL = (
+    "--eligibility-token is refused: a token on the command line is visible to every local "
+    "user in `ps`. Set MOODFED_ELIGIBILITY_TOKEN, or put the token in a file only this user "
+    "can read (chmod 600) and pass --eligibility-token-file."
+)
+
+
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="(env MOODFED_HOST)")] = None,
@@ -35,61 +42,77 @@ def serve(
         Path | None, typer.Option(help="the log's Ed25519 seed (env MOODFED_KEY_FILE)")
     ] = None,
     workers: Annotated[int | None, typer.Option(help="(env MOODFED_WORKERS)")] = None,
+    eligibility_token_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="a file (mode 0600) holding the bearer token for /v1/eligibility "
+            "(env MOODFED_ELIGIBILITY_TOKEN_FILE; or the token itself in "
+            "MOODFED_ELIGIBILITY_TOKEN)"
+        ),
+    ] = None,
     eligibility_token: Annotated[
-        str | None,
-        typer.Option(help="bearer token for /v1/eligibility (env MOODFED_ELIGIBILITY_TOKEN)"),
+        str | None, typer.Option(hidden=True, help="refused: see --eligibility-token-file")
     ] = None,
 ) -> None:
-    """Run the consent service (migrates the schema and creates the log key first)."""
-    import uvicorn
+    """Run the consent service (migrates the schema and creates the log key first).
 
+    Limits on slow clients, connections and the access log come from MOODFED_ variables
+    (see consent/README.md).
+    """
+    from consent.api.server import serve as run_server
     from consent.ledger import load_or_create_log_key
     from consent.note import NoteSigner
     from consent.store import migrate
 
-    settings = _settings(
-        host=host,
-        port=port,
-        database_url=database_url,
-        key_file=key_file,
-        workers=workers,
-        eligibility_token=eligibility_token,
-    )
+    if eligibility_token is not None:
+        console.print(f"[red]{_ARGV_REFUSAL}[/]")
+        raise typer.Exit(2)
+    try:
+        settings = _settings(
+            host=host,
+            port=port,
+            database_url=database_url,
+            key_file=key_file,
+            workers=workers,
+            eligibility_token_file=eligibility_token_file,
+        )
+        token = settings.ensure_eligibility_token()
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError too
+        console.print(f"[red]cannot start[/]: {exc}")
+        raise typer.Exit(2) from None
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     migrate(settings.resolved_database_url)
     signer = NoteSigner(settings.log_origin, load_or_create_log_key(settings.resolved_key_file))
-    token = settings.ensure_eligibility_token()
     console.print(f"[bold]moodfed consent[/] on http://{settings.host}:{settings.port}")
     console.print(f"  ledger        {settings.resolved_database_url}")
     console.print(f"  verifier key  {signer.verifier_key}")
-    where = (
-        "from MOODFED_ELIGIBILITY_TOKEN"
-        if eligibility_token or os.environ.get("MOODFED_ELIGIBILITY_TOKEN")
-        else f"in {settings.token_file}"
-    )
+    if settings.eligibility_token_file is not None:
+        where = f"from {settings.eligibility_token_file}"
+    elif os.environ.get("MOODFED_ELIGIBILITY_TOKEN"):
+        where = "from MOODFED_ELIGIBILITY_TOKEN"
+    else:
+        where = f"in {settings.token_file}"
     console.print(f"  eligibility   bearer token {where}")
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if settings.workers == 1:
-        from consent.api import create_app
-
-        uvicorn.run(
-            create_app(settings), host=settings.host, port=settings.port, log_level="warning"
+    console.print(
+        f"  limits        head {settings.header_timeout_seconds:g} s, body "
+        f"{settings.body_timeout_seconds:g} s, {settings.max_connections} connections "
+        "per worker"
+    )
+    if settings.workers > 1:
+        # Worker processes rebuild the settings from the environment (which other users
+        # cannot read, unlike the command line).
+        os.environ.update(
+            MOODFED_DATABASE_URL=settings.resolved_database_url,
+            MOODFED_KEY_FILE=str(settings.resolved_key_file),
+            MOODFED_DATA_DIR=str(settings.data_dir),
+            MOODFED_HOST=settings.host,
+            MOODFED_PORT=str(settings.port),
         )
-        return
-    # Worker processes rebuild the settings from the environment.
-    os.environ.update(
-        MOODFED_DATABASE_URL=settings.resolved_database_url,
-        MOODFED_KEY_FILE=str(settings.resolved_key_file),
-        MOODFED_ELIGIBILITY_TOKEN=token.get_secret_value(),
-        MOODFED_DATA_DIR=str(settings.data_dir),
-    )
-    uvicorn.run(
-        "consent.api:create_app",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        log_level="warning",
-    )
+        if settings.eligibility_token_file is None:
+            os.environ["MOODFED_ELIGIBILITY_TOKEN"] = token.get_secret_value()
+        else:
+            os.environ["MOODFED_ELIGIBILITY_TOKEN_FILE"] = str(settings.eligibility_token_file)
+    run_server(settings)
 
 
 @app.command()

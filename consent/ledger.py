@@ -10,13 +10,15 @@ where the throughput comes from.
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, ParamSpec, TypeVar
 
 import nacl.signing
 from pydantic import ValidationError
@@ -59,6 +61,8 @@ from consent.statement import (
     SignedRecord,
     StatementError,
     canonical_record,
+    check_device_key,
+    check_device_keys,
     parse_json_strict,
     verify_record_signature,
 )
@@ -77,9 +81,49 @@ __all__ = [
     "Ledger",
     "LedgerError",
     "load_or_create_log_key",
+    "storage_unavailable",
 ]
 
 Clock = Callable[[], datetime]
+
+log = logging.getLogger("moodfed.consent")
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def storage_unavailable(error: Exception, doing: str) -> StorageUnavailableError:
+    """A generic refusal for the client; the database's own words go to the log only.
+
+    SQLAlchemy's messages carry the SQL statement, its parameters and a help link:
+    internals a client has no use for and an attacker does.
+    """
+    detail = " ".join(str(error).split())
+    log.error(
+        "the ledger's database failed to %s: %s: %.1000s",
+        doing,
+        type(error).__name__,
+        detail,
+    )
+    return StorageUnavailableError(
+        f"the ledger could not {doing}: its database is unavailable; retry later"
+    )
+
+
+def _reads(doing: str) -> Callable[[Callable[_P, _T]], Callable[_P, _T]]:
+    """Turn a database failure inside a read into :class:`StorageUnavailableError`."""
+
+    def decorate(method: Callable[_P, _T]) -> Callable[_P, _T]:
+        @functools.wraps(method)
+        def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+            try:
+                return method(*args, **kwargs)
+            except SQLAlchemyError as exc:
+                raise storage_unavailable(exc, doing) from exc
+
+        return wrapper
+
+    return decorate
 
 
 def load_or_create_log_key(path: Path) -> nacl.signing.SigningKey:
@@ -170,11 +214,13 @@ class Ledger:
                 f"unknown policy_version {statement.policy_version!r}; known: {known}"
             )
         now = self.clock()
-        skew = abs((statement.issued - now).total_seconds())
-        if skew > self.settings.clock_skew_seconds:
+        ahead = (statement.issued - now).total_seconds()
+        behind, future = self.settings.clock_skew_seconds, self.settings.future_skew_seconds
+        if ahead > future or -ahead > behind:
+            when = "in the future" if ahead > 0 else "in the past"
             raise ClockSkewError(
-                f"issued_at is {skew:.0f} s from the service's clock "
-                f"(allowed: {self.settings.clock_skew_seconds} s); check the device's clock"
+                f"issued_at is {abs(ahead):.0f} s from the service's clock, {when} (allowed: "
+                f"{future} s ahead, {behind} s behind); check the device's clock"
             )
         if statement.expires is not None and statement.expires <= now:
             raise InvalidInputError("expires_at is in the past")
@@ -200,18 +246,19 @@ class Ledger:
         the batch is written.
         """
         pending = [_Pending(accepted) for accepted in batch]
+        now = self.clock().timestamp()
         try:
             with self._write_lock, Session(self.writer) as session:
                 head = self._head(session, lock=True)
                 start = head.size
-                self._refuse_replays_and_stale(session, pending)
+                self._refuse_replays_and_stale(session, pending, now)
                 good = [p for p in pending if p.error is None]
                 if not good:
                     return [p.error for p in pending if p.error is not None]
                 with self._tree_lock:
                     self._sync_tree(session, start)
                     try:
-                        note = self._write(session, good)
+                        note = self._write(session, good, now)
                         session.commit()
                     except BaseException:
                         self.tree.truncate(start)
@@ -220,11 +267,19 @@ class Ledger:
                 size = start + len(good)
                 receipts = {id(p): self._receipt(p, note, size) for p in good}
         except SQLAlchemyError as exc:
-            raise StorageUnavailableError(f"the ledger could not store the record: {exc}") from exc
+            raise storage_unavailable(exc, "store the record") from exc
         return [p.error if p.error is not None else receipts[id(p)] for p in pending]
 
-    def _refuse_replays_and_stale(self, session: Session, pending: list[_Pending]) -> None:
-        """Refuse a reused nonce, and a statement older than the device's latest one."""
+    def _refuse_replays_and_stale(
+        self, session: Session, pending: list[_Pending], now: float
+    ) -> None:
+        """Refuse a reused nonce, and a statement older than the device's latest one.
+
+        The latest statement ranks at the time it was logged when it was dated later
+        (``issued_epoch`` is stored capped at the log's clock, and read capped at now for
+        rows stored before the cap): a grant dated ahead of the service's clock never
+        out-ranks the withdrawal its device signs afterwards.
+        """
         statements = [p.accepted.record.statement for p in pending]
         devices = sorted({s.device_key for s in statements})
         # By the indexed device_key, then filtered here: a row-value IN over
@@ -240,7 +295,7 @@ class Ledger:
             if (key, nonce) in pairs
         }
         latest = {
-            (key, purpose): issued
+            (key, purpose): min(issued, now)
             for key, purpose, issued in session.execute(
                 select(
                     col(ConsentState.device_key),
@@ -261,9 +316,9 @@ class Ledger:
                 )
                 continue
             used.add((s.device_key, s.nonce))
-            latest[(s.device_key, s.purpose)] = issued
+            latest[(s.device_key, s.purpose)] = min(issued, now)
 
-    def _write(self, session: Session, good: list[_Pending]) -> str:
+    def _write(self, session: Session, good: list[_Pending], now: float) -> str:
         entries, states = [], {}
         for p in good:
             s = p.accepted.record.statement
@@ -286,7 +341,9 @@ class Ledger:
                 "purpose": s.purpose,
                 "action": s.action,
                 "issued_at": s.issued_at,
-                "issued_epoch": s.issued.timestamp(),
+                # The rank of this decision: when it was issued, or logged if that is
+                # earlier (see _refuse_replays_and_stale).
+                "issued_epoch": min(s.issued.timestamp(), now),
                 "expires_at": s.expires_at,
                 "expires_epoch": None if expires is None else expires.timestamp(),
                 "policy_version": s.policy_version,
@@ -397,15 +454,18 @@ class Ledger:
         query = select(LogHead).where(col(LogHead.id) == 1)
         return session.execute(query.with_for_update() if lock else query).scalar_one()
 
+    @_reads("read the checkpoint")
     def checkpoint(self) -> str:
         """The latest signed checkpoint note."""
         with Session(self.reader) as session:
             return self._head(session).note
 
+    @_reads("read the log's size")
     def size(self) -> int:
         with Session(self.reader) as session:
             return self._head(session).size
 
+    @_reads("read the log")
     def inclusion_proof(self, index: int, size: int) -> InclusionProof:
         self._check_range(size)
         if not 0 <= index < size:
@@ -418,6 +478,7 @@ class Ledger:
             audit_path=[b64encode(h) for h in tree.inclusion_proof(index, size)],
         )
 
+    @_reads("read the log")
     def consistency_proof(self, old: int, new: int) -> ConsistencyProof:
         self._check_range(new)
         if not 0 <= old <= new:
@@ -432,6 +493,7 @@ class Ledger:
         if not 0 <= size <= current:
             raise OutOfRangeError(f"size must be between 0 and the log's size {current}")
 
+    @_reads("read the log")
     def entries(self, start: int, end: int) -> list[Any]:
         """The signed records ``start`` to ``end`` (exclusive) as JSON values, as logged."""
         current = self.size()
@@ -448,8 +510,13 @@ class Ledger:
             ).scalars()
             return [parse_json_strict(leaf) for leaf in rows]
 
+    @_reads("read the device's state")
     def state(self, device_key: str) -> DeviceState:
         """The current decision per purpose, from the materialized state."""
+        try:
+            check_device_key(device_key)
+        except StatementError as exc:
+            raise InvalidInputError(str(exc)) from None
         now = self.clock().timestamp()
         with Session(self.reader) as session:
             rows = session.execute(
@@ -468,12 +535,17 @@ class Ledger:
             }
         return DeviceState(device_key=device_key, purposes=purposes)
 
+    @_reads("read eligibility")
     def eligible(self, purpose: str, device_keys: Sequence[str]) -> list[str]:
         """The keys whose latest record for ``purpose`` is an unexpired grant, in input order."""
         limit = self.settings.max_eligibility_keys
         if len(device_keys) > limit:
             raise InvalidInputError(f"at most {limit} device keys a query")
         self._check_purpose(purpose)
+        try:
+            check_device_keys(list(device_keys))
+        except StatementError as exc:
+            raise InvalidInputError(str(exc)) from None
         now = self.clock().timestamp()
         wanted = list(dict.fromkeys(device_keys))
         granted: set[str] = set()

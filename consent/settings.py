@@ -1,24 +1,50 @@
 """Configuration of the consent service, from ``MOODFED_`` environment variables.
 
 Defaults run on one machine: a SQLite ledger and a log key under ``~/.moodfed``.
+Secrets come from the environment or from a file only the service's user can read,
+never from the command line (which every local user sees in ``ps``).
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import stat
 from pathlib import Path
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from consent.models import Controller
 
-__all__ = ["ConsentSettings", "Controller", "Policy", "default_data_dir"]
+__all__ = ["ConsentSettings", "Controller", "Policy", "default_data_dir", "read_secret_file"]
 
 
 def default_data_dir() -> Path:
     return Path(os.environ.get("MOODFED_DATA_DIR", Path.home() / ".moodfed"))
+
+
+def read_secret_file(path: Path) -> SecretStr:
+    """A secret from a file only its owner can read (mode 0600 or 0400), stripped.
+
+    Refused with :class:`ValueError` when the file is missing, not a regular file,
+    readable by group or others, or empty.
+    """
+    try:
+        info = path.stat()
+    except OSError as exc:
+        raise ValueError(f"cannot read the secret file {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise ValueError(f"the secret file {path} is not a regular file")
+    if info.st_mode & 0o077:
+        raise ValueError(
+            f"the secret file {path} has mode {stat.S_IMODE(info.st_mode):04o}: other users can "
+            f"read it; run `chmod 600 {path}`"
+        )
+    secret = path.read_text().strip()
+    if not secret:
+        raise ValueError(f"the secret file {path} is empty")
+    return SecretStr(secret)
 
 
 class Policy(BaseModel):
@@ -58,14 +84,39 @@ class ConsentSettings(BaseSettings):
     database_url: str | None = None
     key_file: Path | None = None
     eligibility_token: SecretStr | None = None
+    eligibility_token_file: Path | None = None
     log_origin: str = "moodfed.local/consent-log"
     purposes: list[str] = ["model-training", "population-analytics"]
     policies: dict[str, Policy] = {"1": Policy()}
     clock_skew_seconds: int = Field(default=300, ge=0)
+    # A statement from the future is a device clock that is ahead: allowed only by this
+    # much, or a grant dated ahead would out-rank the withdrawal signed after it.
+    future_skew_seconds: int = Field(default=5, ge=0)
     max_body_bytes: int = Field(default=8192, ge=512)
     max_eligibility_keys: int = Field(default=100_000, ge=1)
     max_entries_per_page: int = Field(default=1000, ge=1)
     batch_max: int = Field(default=512, ge=1)
+    # Slow and hostile clients (see consent/README.md): absolute deadlines for a
+    # request's head and body, a cap on open connections per worker process, and a
+    # cap on the head's size. uvicorn alone bounds none of these.
+    header_timeout_seconds: float = Field(default=10.0, gt=0)
+    body_timeout_seconds: float = Field(default=20.0, gt=0)
+    keep_alive_seconds: int = Field(default=5, ge=1)
+    max_connections: int = Field(default=4096, ge=1)
+    max_header_bytes: int = Field(default=16_384, ge=1024)
+    access_log: bool = True
+    # Refused bearer tokens: the first few lines per window, then one line counting
+    # the rest (a token-guessing client must not write the log at its own rate).
+    auth_log_burst: int = Field(default=10, ge=0)
+    auth_log_window_seconds: float = Field(default=60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _one_token_source(self) -> ConsentSettings:
+        if self.eligibility_token is not None and self.eligibility_token_file is not None:
+            raise ValueError(
+                "set MOODFED_ELIGIBILITY_TOKEN or MOODFED_ELIGIBILITY_TOKEN_FILE, not both"
+            )
+        return self
 
     @property
     def resolved_database_url(self) -> str:
@@ -80,8 +131,15 @@ class ConsentSettings(BaseSettings):
         return self.data_dir / "eligibility-token"
 
     def ensure_eligibility_token(self) -> SecretStr:
-        """The configured token, else one kept in a 0600 file in the data folder."""
+        """The configured token, else the token file's, else one kept in a 0600 file.
+
+        A token file must be a regular file that neither group nor others can read:
+        :class:`ValueError` says what to fix otherwise.
+        """
         if self.eligibility_token is not None:
+            return self.eligibility_token
+        if self.eligibility_token_file is not None:
+            self.eligibility_token = read_secret_file(self.eligibility_token_file)
             return self.eligibility_token
         path = self.token_file
         if not path.exists():

@@ -13,6 +13,7 @@ from fastapi.responses import PlainTextResponse
 
 from consent.api import consents, eligibility
 from consent.api import log as log_routes
+from consent.api.access import AccessLogMiddleware
 from consent.api.errors import install_error_handlers
 from consent.batcher import AppendBatcher
 from consent.ledger import Clock, Ledger
@@ -50,6 +51,12 @@ def create_app(
     )
     app.state.settings = settings
     install_error_handlers(app)
+    if settings.access_log:
+        app.add_middleware(
+            AccessLogMiddleware,
+            auth_burst=settings.auth_log_burst,
+            auth_window=settings.auth_log_window_seconds,
+        )
     app.add_api_route(
         "/healthz", _healthz, response_class=PlainTextResponse, include_in_schema=False
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from consent.api.deps import JSON, BatcherDep, LedgerDep, read_json_body
+from consent.api.deps import JSON, BatcherDep, LedgerDep, body_schema, read_json_body
 from consent.api.errors import ERROR_RESPONSES
 from consent.models import DeviceState, Receipt
 from consent.statement import SignedRecord
@@ -22,7 +22,7 @@ router = APIRouter()
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {JSON: {"schema": SignedRecord.model_json_schema()}},
+            "content": {JSON: {"schema": body_schema(SignedRecord)}},
         }
     },
     summary="Append a signed consent statement; answers with a verifiable receipt",

@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from consent.api.deps import TIMED_OUT, ClientGone
 from consent.errors import (
     ConflictError,
     InvalidInputError,
@@ -67,7 +68,25 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": "; ".join(parts)}, status_code=422)
 
 
+async def _client_gone(request: Request, exc: Exception) -> JSONResponse:
+    """Nobody is left to read this answer: it is for the access log's line (408 or 499)."""
+    assert isinstance(exc, ClientGone)
+    timed_out = request.scope.get("state", {}).get(TIMED_OUT, False)
+    detail = "the body did not arrive in time" if timed_out else "the client left mid-body"
+    return JSONResponse({"detail": detail}, status_code=408 if timed_out else 499)
+
+
+async def _internal_error(_: Request, exc: Exception) -> JSONResponse:
+    """A bug: JSON like every other answer, and no internals (the traceback goes to the log)."""
+    return JSONResponse(
+        {"detail": "internal error: the service logged it; retry later or tell the operator"},
+        status_code=500,
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Map every domain error, and FastAPI's validation errors, to ``{"detail"}`` answers."""
     app.add_exception_handler(LedgerError, _ledger_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(ClientGone, _client_gone)
+    app.add_exception_handler(Exception, _internal_error)
