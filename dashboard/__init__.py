@@ -14,14 +14,17 @@ from dashboard.consent_feed import (
 from dashboard.passwords import hash_password, verify_password
 from dashboard.settings import DashboardSettings
 from dashboard.store import ReleaseStoreError, ReleaseView, read_only_engine
+from dashboard.throttle import LoginThrottle, ThrottlePolicy
 
 __all__ = [
     "ConsentLog",
     "ConsentUnreachableError",
     "ConsentVerificationError",
     "DashboardSettings",
+    "LoginThrottle",
     "ReleaseStoreError",
     "ReleaseView",
+    "ThrottlePolicy",
     "active_grants_by_day",
     "fetch_consent_log",
     "hash_password",

@@ -1,7 +1,9 @@
 """The analysts' dashboard: ``streamlit run dashboard/app.py`` (or ``moodfed dashboard run``).
 
-Log in first (:mod:`dashboard.auth`), then six pages, each reading the release store
-read-only (:mod:`dashboard.store`); the Consent page reads the public consent log.
+Log in first (:mod:`dashboard.auth`, throttled per user name and address; until then the
+session guard drops every websocket request but running this script), then six pages,
+each reading the release store read-only (:mod:`dashboard.store`); the Consent page reads
+the public consent log.
 
 The pages live in ``views/``, not ``pages/``: Streamlit serves every file of a ``pages/``
 folder next to the main script at its own URL whenever ``st.navigation`` has not run,
@@ -15,7 +17,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import auth, data
+from dashboard import auth, data, session_guard
+
+# First, before anything can fill a cache: sessions that have not logged in may only run
+# this script (the login page) and keep their connection (see dashboard.session_guard).
+session_guard.install()
 
 st.set_page_config(page_title="moodfed analytics", page_icon=":material/mood:", layout="wide")
 st.set_option("client.toolbarMode", "minimal")  # no "Deploy" button for analysts

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib
+import logging
 import threading
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
@@ -11,6 +13,7 @@ import streamlit as st
 from dashboard._cells import number, optional_number
 from dashboard.consent_feed import ConsentLog, fetch_consent_log
 from dashboard.labels import not_private_warning
+from dashboard.secret_files import SecretFileError, read_secret_file
 from dashboard.settings import DashboardSettings
 from dashboard.store import ReleaseStoreError, ReleaseView, read_only_engine
 
@@ -26,8 +29,11 @@ __all__ = [
     "settings",
     "store_url",
     "training_runs",
+    "view",
     "warm_up",
 ]
+
+log = logging.getLogger(__name__)
 
 _warming = threading.Lock()
 _warmed: list[threading.Thread] = []
@@ -51,15 +57,35 @@ def settings() -> DashboardSettings:
 
 
 @st.cache_resource(show_spinner=False)
-def _view(url: str) -> ReleaseView:
-    return ReleaseView(read_only_engine(url))
+def _view(url: str, password_file: Path | None = None) -> ReleaseView:
+    try:
+        password = read_secret_file(password_file) if password_file is not None else None
+    except SecretFileError as error:
+        raise ReleaseStoreError(str(error)) from error
+    view = ReleaseView(read_only_engine(url, password=password))
+    try:
+        can = view.write_privileges()
+    except ReleaseStoreError:
+        can = []  # the pages say why the store cannot be read
+    if can:
+        log.warning(
+            "the dashboard's database role could change the release store (%s): "
+            "give it a read-only role (moodfed dashboard create-readonly-role)",
+            "; ".join(can),
+        )
+    return view
+
+
+def view(url: str) -> ReleaseView:
+    """The read-only view of the store at ``url`` (its password from the settings)."""
+    return _view(url, settings().releases_password_file)
 
 
 def store_url() -> str:
     """The release store's URL once it is known to be readable; else an error stops the page."""
     url = settings().releases_url
     try:
-        _view(url).missing_tables()
+        view(url).missing_tables()
     except ReleaseStoreError as error:
         st.error(f"The release store cannot be read: {error}")
         st.stop()
@@ -86,27 +112,27 @@ def not_private_banner() -> str | None:
 @st.cache_data(ttl=_ttl(), show_spinner=False)
 def cells(url: str, query: str) -> pd.DataFrame:
     """Released cells of ``query`` (see :meth:`ReleaseView.cells`)."""
-    return _view(url).cells(query)
+    return view(url).cells(query)
 
 
 @st.cache_data(ttl=_ttl(), show_spinner=False)
 def analytics_releases(url: str) -> pd.DataFrame:
-    return _view(url).analytics_releases()
+    return view(url).analytics_releases()
 
 
 @st.cache_data(ttl=_ttl(), show_spinner=False)
 def releases(url: str) -> pd.DataFrame:
-    return _view(url).releases()
+    return view(url).releases()
 
 
 @st.cache_data(ttl=_ttl(), show_spinner=False)
 def model_rounds(url: str) -> pd.DataFrame:
-    return _view(url).model_rounds()
+    return view(url).model_rounds()
 
 
 @st.cache_data(ttl=_ttl(), show_spinner=False)
 def training_runs(url: str) -> pd.DataFrame:
-    return _view(url).training_runs()
+    return view(url).training_runs()
 
 
 @st.cache_data(ttl=_ttl(), show_spinner=False)

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import threading
+from typing import Final
+
 import nacl.exceptions
 import nacl.pwhash
 
-__all__ = ["hash_password", "verify_password"]
+__all__ = ["MAX_CONCURRENT_VERIFICATIONS", "hash_password", "verify_password"]
+
+# Each verification takes 64 MiB: however many sessions submit at once, a process holds
+# at most this many (the others wait their turn).
+MAX_CONCURRENT_VERIFICATIONS: Final = 2
+_verification_slots = threading.BoundedSemaphore(MAX_CONCURRENT_VERIFICATIONS)
 
 
 def hash_password(password: str) -> str:
@@ -25,7 +33,8 @@ def verify_password(password_hash: str, password: str) -> bool:
     """True when ``password`` matches ``password_hash``.
 
     libsodium recomputes the hash and compares in constant time; a malformed hash or a
-    wrong password both answer False, so the caller cannot tell them apart either.
+    wrong password both answer False, so the caller cannot tell them apart either. At
+    most :data:`MAX_CONCURRENT_VERIFICATIONS` run at once in a process.
 
     >>> verify_password(hash_password("a"), "b"), verify_password("not a hash", "a")
     (False, False)
@@ -33,6 +42,7 @@ def verify_password(password_hash: str, password: str) -> bool:
     if not password_hash or not password:
         return False
     try:
-        return bool(nacl.pwhash.verify(password_hash.encode("ascii"), password.encode("utf-8")))
+        with _verification_slots:
+            return bool(nacl.pwhash.verify(password_hash.encode("ascii"), password.encode("utf-8")))
     except (nacl.exceptions.InvalidkeyError, nacl.exceptions.CryptoError, ValueError):
         return False

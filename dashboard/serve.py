@@ -50,6 +50,10 @@ def streamlit_command(*, port: int, host: str = "127.0.0.1") -> list[str]:
         "minimal",
         "--client.showErrorDetails",
         "none",
+        # The dashboard has no file uploader: Streamlit would otherwise keep uploads of up
+        # to 200 MB each, from any session, logged in or not, in memory.
+        "--server.maxUploadSize",
+        "0",
     ]
 
 
@@ -79,13 +83,15 @@ def serve_dashboard(
 
     Ready when Streamlit prints its URL (it does so once it listens), read from its
     output as it comes, and its health check answers; the output goes to ``log_path``.
-    The process is stopped on exit.
+    Unless ``env`` says where, failed logins are kept next to the log (these dashboards
+    are one-offs: demos, screenshots, tests). The process is stopped on exit.
     """
     port = _free_port()
     command = [*streamlit_command(port=port), "--server.fileWatcherType", "none"]
+    login_state = f"sqlite:///{log_path.parent.resolve() / 'dashboard-logins.db'}"
     process = subprocess.Popen(  # noqa: S603 (our own command line)
         command,
-        env={**env, "PYTHONUNBUFFERED": "1"},
+        env={"MOODFED_LOGIN_STATE_URL": login_state, **env, "PYTHONUNBUFFERED": "1"},
         cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

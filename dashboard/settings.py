@@ -8,13 +8,22 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from dashboard.throttle import ThrottlePolicy
+
 __all__ = ["DashboardSettings"]
 
 
+def _data_dir() -> Path:
+    # The server's data folder (MOODFED_DATA_DIR, as server.settings has it).
+    return Path(os.environ.get("MOODFED_DATA_DIR", Path.home() / ".moodfed"))
+
+
 def _default_releases_url() -> str:
-    # The server's default release store (MOODFED_DATA_DIR, as server.settings has it).
-    data_dir = Path(os.environ.get("MOODFED_DATA_DIR", Path.home() / ".moodfed"))
-    return f"sqlite:///{data_dir / 'releases.db'}"
+    return f"sqlite:///{_data_dir() / 'releases.db'}"
+
+
+def _default_login_state_url() -> str:
+    return f"sqlite:///{_data_dir() / 'dashboard-logins.db'}"
 
 
 class DashboardSettings(BaseSettings):
@@ -31,6 +40,10 @@ class DashboardSettings(BaseSettings):
     releases_url: str = Field(
         default_factory=_default_releases_url,
         description="the release store, opened read-only (SQLite file or PostgreSQL URL)",
+    )
+    releases_password_file: Path | None = Field(
+        default=None,
+        description="a 0600 file holding the PostgreSQL role's password (never in the URL)",
     )
     analyst_user: str = Field(default="", description="the analyst's user name")
     analyst_password_hash: SecretStr = Field(
@@ -50,6 +63,30 @@ class DashboardSettings(BaseSettings):
     consent_max_entries: int = Field(default=200_000, ge=1)
     consent_timeout_seconds: float = Field(default=5.0, gt=0)
     cache_seconds: int = Field(default=60, ge=0, description="how long read results are reused")
+    login_state_url: str = Field(
+        default_factory=_default_login_state_url,
+        description="where failed logins and lockouts are kept (SQLite file or PostgreSQL URL)",
+    )
+    login_free_attempts: int = Field(
+        default=5, ge=1, description="failures in a row before a user name or source is locked"
+    )
+    login_backoff_seconds: float = Field(
+        default=1.0, gt=0, description="the first lockout; it doubles with each further failure"
+    )
+    login_max_lockout_seconds: float = Field(default=900.0, gt=0)
+    login_reset_seconds: float = Field(
+        default=86_400.0, gt=0, description="failures are forgotten this long after the last one"
+    )
+
+    @property
+    def throttle_policy(self) -> ThrottlePolicy:
+        """The login throttle's policy from these settings."""
+        return ThrottlePolicy(
+            free_attempts=self.login_free_attempts,
+            backoff_seconds=self.login_backoff_seconds,
+            max_lockout_seconds=max(self.login_max_lockout_seconds, self.login_backoff_seconds),
+            reset_seconds=self.login_reset_seconds,
+        )
 
     @property
     def password_login(self) -> bool:

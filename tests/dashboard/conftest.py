@@ -47,18 +47,32 @@ def password_hash() -> str:
 
 
 @pytest.fixture
+def login_state_url(tmp_path: Path) -> str:
+    """Where this test's dashboard keeps failed logins (fresh for every test)."""
+    return f"sqlite:///{tmp_path / 'login-state' / 'dashboard-logins.db'}"
+
+
+@pytest.fixture
 def dashboard_env(
-    monkeypatch: pytest.MonkeyPatch, seeded_url: str, password_hash: str
+    monkeypatch: pytest.MonkeyPatch, seeded_url: str, password_hash: str, login_state_url: str
 ) -> dict[str, str]:
     """The settings a deployment gives the dashboard (no consent service)."""
     env = {
         "MOODFED_RELEASES_URL": seeded_url,
         "MOODFED_ANALYST_USER": USER,
         "MOODFED_ANALYST_PASSWORD_HASH": password_hash,
+        "MOODFED_LOGIN_STATE_URL": login_state_url,
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    for name in ("MOODFED_CONSENT_URL", "MOODFED_CONSENT_LOG_KEY", "MOODFED_OIDC_PROVIDER"):
+    for name in (
+        "MOODFED_CONSENT_URL",
+        "MOODFED_CONSENT_LOG_KEY",
+        "MOODFED_OIDC_PROVIDER",
+        "MOODFED_RELEASES_PASSWORD_FILE",
+        "MOODFED_LOGIN_FREE_ATTEMPTS",
+        "MOODFED_LOGIN_BACKOFF_SECONDS",
+    ):
         monkeypatch.delenv(name, raising=False)
     return env
 

@@ -40,7 +40,7 @@ def test_the_dashboards_engine_cannot_write_to_a_sqlite_store(
 def test_the_engine_a_running_page_uses_cannot_write(dashboard_env: dict[str, str]) -> None:
     from dashboard import data  # the cached engine the pages read through
 
-    engine = data._view(dashboard_env["MOODFED_RELEASES_URL"]).engine
+    engine = data.view(dashboard_env["MOODFED_RELEASES_URL"]).engine
 
     with pytest.raises(DBAPIError, match="readonly"), engine.begin() as connection:
         connection.execute(text("DELETE FROM release"))
