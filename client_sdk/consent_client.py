@@ -95,8 +95,9 @@ def notice_sha256(notice: str) -> str:
 class Decision:
     """This device's latest verified decision for one purpose.
 
-    ``pending_action`` is the action of a later decision of this device for the purpose
-    that the service appended but that is not verified yet (see :meth:`ConsentClient.pending`).
+    ``pending_action`` is the action of a decision this device made after this one for the
+    purpose, that the service appended but that is not verified yet (see
+    :meth:`ConsentClient.pending`).
     """
 
     purpose: str
@@ -239,8 +240,20 @@ class ConsentClient:
         latest = self._state["decisions"].get(purpose)
         if latest is None:
             return None
-        pending = [e["action"] for e in self._state["pending"] if e["purpose"] == purpose]
-        return Decision(**latest, pending_action=pending[-1] if pending else None)
+        made = latest.get("seq", -1)  # decisions verified before pending ones existed: -1
+        later = [
+            e["action"]
+            for e in self._state["pending"]
+            if e["purpose"] == purpose and e["seq"] > made
+        ]
+        return Decision(
+            purpose=latest["purpose"],
+            action=latest["action"],
+            issued_at=latest["issued_at"],
+            expires_at=latest["expires_at"],
+            index=latest["index"],
+            pending_action=later[-1] if later else None,
+        )
 
     def receipts(self) -> list[HeldReceipt]:
         """Every verified receipt this device holds, oldest first."""
@@ -380,7 +393,9 @@ class ConsentClient:
             raise ConsentRefusedError(response.status_code, _detail(response))
         if response.status_code != 201:
             raise ConsentServiceError(f"the consent service answered {response.status_code}")
+        self._state["seq"] += 1
         entry: dict[str, Any] = {
+            "seq": self._state["seq"],  # the order this device decided in
             "record": record,
             "receipt": None,
             "purpose": purpose,
@@ -493,6 +508,7 @@ class ConsentClient:
         current = self._state["decisions"].get(entry["purpose"])
         if current is None or current["index"] < index:
             self._state["decisions"][entry["purpose"]] = {
+                "seq": entry["seq"],
                 "purpose": entry["purpose"],
                 "action": entry["action"],
                 "issued_at": entry["issued_at"],
@@ -600,7 +616,13 @@ class ConsentClient:
         return response
 
     def _load(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"checkpoint": None, "receipts": [], "decisions": {}, "pending": []}
+        state: dict[str, Any] = {
+            "checkpoint": None,
+            "receipts": [],
+            "decisions": {},
+            "pending": [],
+            "seq": 0,
+        }
         if self.state_path.exists():
             state.update(json.loads(self.state_path.read_text()))
         return state
