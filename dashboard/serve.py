@@ -31,11 +31,12 @@ APP_SCRIPT: Final = Path(__file__).with_name("app.py")
 
 
 def streamlit_command(*, port: int, host: str = "127.0.0.1") -> list[str]:
-    """The command that serves the dashboard (``moodfed dashboard run`` and the demo)."""
+    """The command that serves the dashboard (``moodfed dashboard run`` and the demo):
+    ``streamlit run`` through :mod:`dashboard.launch`, which installs the session guard first."""
     return [
         sys.executable,
         "-m",
-        "streamlit",
+        "dashboard.launch",
         "run",
         str(APP_SCRIPT),
         "--server.port",

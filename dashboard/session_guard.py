@@ -6,10 +6,12 @@ process-wide, so one message from a visitor who never logged in throws away ever
 analyst's cached reads; ``load_git_info`` answers with the checkout's branch and its
 untracked and uncommitted file names. ``client.toolbarMode`` only hides the menu, and
 Streamlit has no setting that turns the messages off. :func:`install` therefore wraps
-``AppSession.handle_backmsg`` (once per process, from the top of ``app.py``, before any
-cache can be filled): until the session's own script run has put :data:`AUTHENTICATED_KEY`
-in its session state (:func:`dashboard.auth.require_analyst` does, after a login), every
-message but those in :data:`ALLOWED_BEFORE_LOGIN` is dropped, with a rate-limited warning.
+``AppSession.handle_backmsg`` once per process: :mod:`dashboard.launch` does before the
+server starts, and the top of ``app.py`` does on the first run, before any cache can be
+filled (for a bare ``streamlit run``). Until the session's own script run has put
+:data:`AUTHENTICATED_KEY` in its session state (:func:`dashboard.auth.require_analyst`
+does, after a login), every message but those in :data:`ALLOWED_BEFORE_LOGIN` is
+dropped, with a rate-limited warning.
 """
 
 from __future__ import annotations

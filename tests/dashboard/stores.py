@@ -18,6 +18,7 @@ __all__ = [
     "ROUND_EPSILONS",
     "RUN_ID",
     "WEEKS",
+    "write_another_week",
     "write_old_store",
     "write_private_store",
 ]
@@ -159,6 +160,18 @@ def write_private_store(url: str) -> None:
                 aggregation="central",
                 private=True,
             )
+
+
+def write_another_week(url: str, period: date) -> None:
+    """One more private week of analytics after :data:`WEEKS` (a store that changed)."""
+    with ReleaseStore(url) as store:
+        store.record_analytics_week(
+            _week(period, len(WEEKS)),
+            epsilon=0.6 * (len(ROUND_EPSILONS) + len(WEEKS) + 1),
+            purpose="population-analytics",
+            aggregation="central",
+            private=True,
+        )
 
 
 def write_old_store(url: str) -> None:
