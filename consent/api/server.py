@@ -179,25 +179,39 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self.phase == "head" and not self.transport.is_closing():
             self.head_bytes += len(data)
             if self.head_bytes > self.limits.max_header_bytes:
-                self.refuse(
-                    431,
-                    "Request Header Fields Too Large",
-                    f"the request head is larger than {self.limits.max_header_bytes} bytes",
-                    f"a request head over {self.limits.max_header_bytes} bytes",
-                )
+                self.refuse_large_head()
 
     def on_headers_complete(self) -> None:
+        # A head that arrived whole, in one read, is measured here (before the app runs).
+        size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+        if size > self.limits.max_header_bytes:
+            self.refuse_large_head()
+            return
         super().on_headers_complete()
         self.phase = "body"
         self.deadline = self.loop.time() + self.limits.body_timeout
 
+    def on_body(self, body: bytes) -> None:
+        if not self.transport.is_closing():  # refused: the parser may still be mid-read
+            super().on_body(body)
+
     def on_message_complete(self) -> None:
-        super().on_message_complete()
+        if not self.transport.is_closing():
+            super().on_message_complete()
         self.phase, self.deadline = "", float("inf")
 
     def send_400_response(self, msg: str) -> None:
         """uvicorn's answer to an unparsable request, as JSON (and rate-limited in the log)."""
-        self.refuse(400, "Bad Request", f"not an HTTP/1.1 request: {msg}", msg)
+        self.refuse(400, "Bad Request", "the request is not valid HTTP/1.1", msg)
+
+    def refuse_large_head(self) -> None:
+        limit = self.limits.max_header_bytes
+        self.refuse(
+            431,
+            "Request Header Fields Too Large",
+            f"the request head is larger than {limit} bytes",
+            f"a request head over {limit} bytes",
+        )
 
     # -- refusals --------------------------------------------------------------------
 
@@ -269,6 +283,7 @@ def server_config(settings: ConsentSettings, app: Any, **kwargs: Any) -> Guarded
         log_level="warning",
         access_log=False,  # ours (consent.api.access) escapes paths and rate-limits 401s
         server_header=False,
+        ws="none",  # no websocket routes: no upgrade path around the limits
         **kwargs,
     )
 
