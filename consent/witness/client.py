@@ -286,26 +286,38 @@ class Witnessing:
         log lost entries it had) and skipped; the result is served once it has a quorum.
         """
         with self._submit:
-            note = self.latest()
-            size = parse_checkpoint(split_note(note)[0]).size
-            cosignatures = []
-            for witness in self.witnesses:
-                try:
-                    cosignatures.append(witness.add_checkpoint(note, proof=self.proof))
-                except WitnessAheadError as exc:
-                    log.error("not cosigned, the log is behind its witness: %s", exc)
-                except WitnessClientError as exc:
-                    log.warning("not cosigned: %s", exc)
-            result = CosignedCheckpoint(
-                note=append_cosignatures(note, cosignatures),
-                size=size,
-                cosigners=tuple(c.name for c in cosignatures),
-            )
-            if self.witnesses and len(cosignatures) >= self.quorum:
+            for _ in range(3):  # again if another process of the log signed a newer one
+                result, stale = self._collect(self.latest())
+                if not stale:
+                    break
+            if self.witnesses and len(result.cosigners) >= self.quorum:
                 with self._lock:
                     if self._served is None or result.size >= self._served.size:
                         self._served = result
             return result
+
+    def _collect(self, note: str) -> tuple[CosignedCheckpoint, bool]:
+        """Submit ``note`` to every witness; True too if a newer checkpoint overtook it."""
+        size = parse_checkpoint(split_note(note)[0]).size
+        cosignatures, stale = [], False
+        for witness in self.witnesses:
+            try:
+                cosignatures.append(witness.add_checkpoint(note, proof=self.proof))
+            except WitnessAheadError as exc:
+                # A witness ahead of this note: either another process of the log
+                # submitted a newer checkpoint meanwhile, or the log lost entries.
+                if parse_checkpoint(split_note(self.latest())[0]).size >= exc.size:
+                    stale = True
+                else:
+                    log.error("not cosigned, the log is behind its witness: %s", exc)
+            except WitnessClientError as exc:
+                log.warning("not cosigned: %s", exc)
+        result = CosignedCheckpoint(
+            note=append_cosignatures(note, cosignatures),
+            size=size,
+            cosigners=tuple(c.name for c in cosignatures),
+        )
+        return result, stale
 
     def served(self) -> str:
         """What ``GET /v1/log/checkpoint`` answers: the newest checkpoint with a quorum of

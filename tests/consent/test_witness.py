@@ -723,3 +723,41 @@ def test_moodfed_witness_serve_and_key(tmp_path: Path, log: Log) -> None:
             process.wait(timeout=30)
     assert (tmp_path / "witness.key").stat().st_mode & 0o777 == 0o600
     assert (tmp_path / "witness.db").exists()
+
+
+def test_witnessing_overtaken_by_another_process_submits_the_newer_checkpoint(
+    tmp_path: Path, log: Log, caplog: pytest.LogCaptureFixture
+) -> None:
+    with ExitStack() as stack:
+        one = run_witness(stack, tmp_path / "1", log_keys=[log.key])
+        first = log.note()
+        log.grow(5)
+        other = Witnessing(
+            [WitnessClient(url=one.url, verifier_key=one.verifier_key)],
+            latest=log.note,
+            proof=log.proof,
+        )
+        stack.callback(other.close)
+        assert other.witness_latest().size == 25  # another worker of the log got there first
+        reads = iter([first])
+
+        def latest() -> str:  # this worker read the head just before the other one signed
+            return next(reads, log.note())
+
+        this = Witnessing(
+            [WitnessClient(url=one.url, verifier_key=one.verifier_key)],
+            latest=latest,
+            proof=log.proof,
+        )
+        stack.callback(this.close)
+        result = this.witness_latest()
+        assert (result.size, result.cosigners) == (25, ("example.org/witness",))
+        assert "behind its witness" not in caplog.text
+        behind = Witnessing(
+            [WitnessClient(url=one.url, verifier_key=one.verifier_key)],
+            latest=lambda: first,  # a log that really lost entries 20-24
+            proof=log.proof,
+        )
+        stack.callback(behind.close)
+        assert behind.witness_latest().cosigners == ()
+        assert "behind its witness" in caplog.text
