@@ -152,8 +152,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     # -- the connection ------------------------------------------------------------
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        # ^ the same narrowing (BaseTransport to Transport) as uvicorn's own method.
+    def connection_made(  # type: ignore[override]  # narrowed to Transport, as uvicorn's own
+        self, transport: asyncio.Transport
+    ) -> None:
         super().connection_made(transport)
         if len(self.connections) > self.limits.max_connections:
             self.refuse(

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 import httpx
 
@@ -26,14 +27,14 @@ TOKEN = "hostile-test-token"
 class ServiceLog:
     """The lines a process writes to a pipe, collected by a thread, waited on by tests."""
 
-    def __init__(self, stream: object) -> None:
+    def __init__(self, stream: IO[bytes]) -> None:
         self.lines: list[str] = []
         self._changed = threading.Condition()
         self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
         self._thread.start()
 
-    def _read(self, stream: object) -> None:
-        for raw in iter(stream.readline, b""):  # type: ignore[attr-defined]
+    def _read(self, stream: IO[bytes]) -> None:
+        for raw in iter(stream.readline, b""):
             with self._changed:
                 self.lines.append(raw.decode(errors="replace").rstrip("\n"))
                 self._changed.notify_all()
@@ -113,6 +114,7 @@ def consent_serve(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
+    assert process.stderr is not None
     log = ServiceLog(process.stderr)
     try:
         log.wait_for(r"consent log .* ready", timeout=120)
