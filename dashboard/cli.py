@@ -48,7 +48,8 @@ def run_command(
     port: Annotated[int, typer.Option(help="port to listen on")] = 8501,
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
 ) -> None:
-    """Run the dashboard (``streamlit run dashboard/app.py``) with the MOODFED_ settings."""
+    """Run the dashboard (``streamlit run dashboard/app.py``, session guard first) with the
+    MOODFED_ settings."""
     command = streamlit_command(port=port, host=host)
     raise typer.Exit(subprocess.call(command, env=os.environ.copy()))  # noqa: S603
 

@@ -32,7 +32,8 @@ class DashboardSettings(BaseSettings):
     The password is only ever stored as an argon2id hash (``moodfed dashboard
     hash-password``). OIDC (Streamlit's ``st.login``) is used when ``oidc_provider`` is
     set and ``[auth]`` is configured in ``.streamlit/secrets.toml``; only the e-mail
-    addresses in ``oidc_allowed_emails`` get in.
+    addresses in ``oidc_allowed_emails`` get in. Password attempts are throttled
+    (``login_*``; see :mod:`dashboard.throttle`), their state kept at ``login_state_url``.
     """
 
     model_config = SettingsConfigDict(env_prefix="MOODFED_", env_file=".env", extra="ignore")

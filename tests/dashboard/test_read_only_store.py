@@ -10,6 +10,7 @@ whose capability to override file permissions is dropped (``setpriv``).
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sqlite3
@@ -258,6 +259,23 @@ def test_the_dashboard_reads_through_the_role_with_its_password_file(
     assert not readable.exception and not readable.error
     assert any(m.label == "Mean mood (1-5)" for m in readable.metric)
     assert "chmod 600" in refused.error[0].value and not refused.metric
+
+
+@pytest.mark.postgres
+@pytest.mark.usefixtures("dashboard_env")
+def test_the_dashboard_warns_the_operator_when_its_role_could_write(
+    release_database: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("MOODFED_RELEASES_URL", release_database)  # the superuser
+    caplog.set_level(logging.WARNING, logger="dashboard.data")
+
+    app = log_in(AppTest.from_file(APP, default_timeout=120).run())
+
+    assert not app.exception
+    warnings = [r.getMessage() for r in caplog.records if r.name == "dashboard.data"]
+    assert len(warnings) == 1
+    assert "could change the release store (superuser; INSERT on release;" in warnings[0]
+    assert "moodfed dashboard create-readonly-role" in warnings[0]
 
 
 # SQLite in a folder the dashboard may not write
