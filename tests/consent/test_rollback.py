@@ -41,7 +41,14 @@ from consent.witness import (
     http_checkpoint_source,
     http_proof_source,
 )
-from tests.conftest import BACKENDS, MOODFED, POSTGRES_URL, ConsentServer, fresh_postgres_database
+from tests.conftest import (
+    BACKENDS,
+    MOODFED,
+    POSTGRES_URL,
+    ConsentServer,
+    free_port,
+    fresh_postgres_database,
+)
 from tests.consent.signing import Signer
 from tests.sdk.witnessing import RunningWitness, WitnessedCheckpoint, run_witness
 
@@ -319,6 +326,8 @@ def test_a_trusted_checkpoint_the_log_did_not_sign_fails_the_audit(
     assert "does not verify" in result.stderr
     missing = audit(scenario, scenario.original_url, "--trusted-checkpoint", str(tmp_path / "no"))
     assert missing.returncode == 2 and "cannot read" in missing.stderr
+    nowhere = audit(scenario, scenario.original_url, "--witness", f"http://127.0.0.1:{free_port()}")
+    assert nowhere.returncode == 2 and "cannot get the witness's checkpoint" in nowhere.stderr
 
 
 # --- the witness ---------------------------------------------------------------------------
