@@ -11,7 +11,8 @@ server starts, and the top of ``app.py`` does on the first run, before any cache
 filled (for a bare ``streamlit run``). Until the session's own script run has put
 :data:`AUTHENTICATED_KEY` in its session state (:func:`dashboard.auth.require_analyst`
 does, after a login), every message but those in :data:`ALLOWED_BEFORE_LOGIN` is
-dropped, with a rate-limited warning.
+dropped, with a rate-limited warning, and so are widget values whose ids no widget can
+have (Streamlit would fail the run on them, with a traceback in the server log).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Final
 
 from streamlit.proto.BackMsg_pb2 import BackMsg
 from streamlit.runtime.app_session import AppSession
+from streamlit.runtime.state.common import GENERATED_ELEMENT_ID_PREFIX
 
 from dashboard.loglimit import RateLimitedLog
 from dashboard.throttle import source_key
@@ -52,6 +54,28 @@ def _source(session: AppSession) -> str:
     return source_key(address)
 
 
+def _drop_foreign_widget_values(session: AppSession, msg: BackMsg) -> None:
+    """Drop widget values whose ids no widget can have (every id Streamlit makes starts with
+    ``$$ID``): Streamlit fails the run on them with a traceback in the server log, which a
+    visitor could repeat at will."""
+    widgets = msg.rerun_script.widget_states.widgets
+    kept = [w for w in widgets if w.id.startswith(GENERATED_ELEMENT_ID_PREFIX)]
+    if len(kept) == len(widgets):
+        return
+    dropped = len(widgets) - len(kept)
+    del widgets[:]
+    widgets.extend(kept)
+    source = _source(session)
+    _dropped.warning(
+        ("widget values", source),
+        "dropped %d widget values with ids no widget has from %s, a session that has not "
+        "logged in (session %s)",
+        dropped,
+        source,
+        session.id[:8],
+    )
+
+
 def is_authenticated(session: AppSession) -> bool:
     """True once this session's script run has recorded a login; False if unsure."""
     state = getattr(session, "_session_state", None)
@@ -75,7 +99,12 @@ def install() -> None:
 
         def guarded(self: AppSession, msg: BackMsg) -> None:
             kind = msg.WhichOneof("type")
-            if kind in ALLOWED_BEFORE_LOGIN or is_authenticated(self):
+            if is_authenticated(self):
+                original(self, msg)
+                return
+            if kind == "rerun_script":
+                _drop_foreign_widget_values(self, msg)
+            if kind in ALLOWED_BEFORE_LOGIN:
                 original(self, msg)
                 return
             source = _source(self)

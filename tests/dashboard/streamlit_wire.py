@@ -41,14 +41,31 @@ class WireSession:
             if done(message):
                 return message
 
-    def run_script(self) -> str:
-        """Load the app as a browser does (the login page); return the session's id."""
+    def run_script(self, widget_values: dict[str, str] | None = None) -> str:
+        """Load the app as a browser does (the login page), claiming ``widget_values`` (any
+        widget ids, string values); return the session's id once the run has finished."""
+        return self.run_script_elements(widget_values)[0]
+
+    def run_script_elements(
+        self, widget_values: dict[str, str] | None = None
+    ) -> tuple[str, list[str]]:
+        """:meth:`run_script`, and the kinds of element the run drew (``text_input``, ...)."""
         rerun = BackMsg()
         rerun.rerun_script.query_string = ""
+        for widget_id, value in (widget_values or {}).items():
+            rerun.rerun_script.widget_states.widgets.add(id=widget_id, string_value=value)
         self.send(rerun)
-        started = self.until(lambda m: m.WhichOneof("type") == "new_session")
-        self.until(lambda m: m.WhichOneof("type") == "script_finished")
-        return str(started.new_session.initialize.session_id)
+        session = ""
+        drawn: list[str] = []
+        while True:
+            message = self.until(lambda m: True)
+            kind = message.WhichOneof("type")
+            if kind == "new_session":
+                session = str(message.new_session.initialize.session_id)
+            elif kind == "delta" and message.delta.WhichOneof("type") == "new_element":
+                drawn.append(str(message.delta.new_element.WhichOneof("type")))
+            elif kind == "script_finished":
+                return session, drawn
 
     def handled(self) -> None:
         """Return once the server has handled every message sent so far (a heartbeat's

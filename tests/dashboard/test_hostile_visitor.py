@@ -23,8 +23,10 @@ from streamlit.proto.BackMsg_pb2 import BackMsg
 from typer.testing import CliRunner
 
 from dashboard import screenshot
+from dashboard.auth import SESSION_KEY
 from dashboard.cli import app as dashboard_cli
 from dashboard.serve import ServedDashboard, serve_dashboard
+from dashboard.session_guard import AUTHENTICATED_KEY
 
 from .conftest import PASSWORD, USER
 from .stores import WEEKS, write_another_week, write_private_store
@@ -128,6 +130,27 @@ def test_a_visitor_who_never_logged_in_cannot_clear_the_analysts_caches(
         f"dropped a clear_cache request from {VISITOR_ADDRESS}, a session that has not "
         "logged in" in served.log_text()
     )
+
+
+def test_claiming_the_login_keys_as_widget_values_logs_nobody_in_and_crashes_nothing(
+    served: Served,
+) -> None:
+    forged = {
+        SESSION_KEY: USER,
+        AUTHENTICATED_KEY: USER,
+        f"$$ID-0123456789abcdef-{SESSION_KEY}": USER,  # shaped like a real widget's id
+    }
+
+    with wire_session(served.url, forwarded_for=VISITOR_ADDRESS) as visitor:
+        _, drawn = visitor.run_script_elements(forged)
+        visitor.send(BackMsg(clear_cache=True))
+        visitor.handled()
+
+    assert drawn == ["heading", "markdown", "text_input", "text_input", "button"]  # login
+    log = served.log_text()
+    assert f"dropped 2 widget values with ids no widget has from {VISITOR_ADDRESS}" in log
+    assert f"dropped a clear_cache request from {VISITOR_ADDRESS}" in log  # still a stranger
+    # and no traceback in the log (checked by the fixture)
 
 
 def test_a_visitor_cannot_keep_files_in_the_dashboards_memory(served: Served) -> None:

@@ -11,10 +11,11 @@ import logging
 from collections.abc import Callable
 
 import pytest
+from streamlit.runtime.app_session import AppSession
 from streamlit.testing.v1 import AppTest
 from typer.testing import CliRunner
 
-from dashboard import auth
+from dashboard import auth, session_guard
 from dashboard.cli import app as dashboard_cli
 from dashboard.loglimit import RateLimitedLog
 from dashboard.session_guard import AUTHENTICATED_KEY
@@ -165,3 +166,13 @@ def test_a_successful_login_marks_the_session_and_logging_out_unmarks_it() -> No
     assert marked == USER
     assert AUTHENTICATED_KEY not in app.session_state
     assert app.text_input(key="login_password") is not None
+
+
+def test_installing_the_session_guard_twice_wraps_streamlit_once() -> None:
+    session_guard.install()
+    installed = AppSession.handle_backmsg
+
+    session_guard.install()  # app.py does, on every run, after dashboard.launch did
+
+    assert AppSession.handle_backmsg is installed
+    assert installed.__name__ == "guarded"
