@@ -14,7 +14,9 @@ from client_sdk.consent_client import (
     ConsentRefusedError,
     ConsentServiceError,
     Decision,
+    HeldReceipt,
     LogVerificationError,
+    PendingDecision,
 )
 from client_sdk.device import Device
 from client_sdk.diary import Diary
@@ -49,6 +51,7 @@ from client_sdk.importers import (
     import_state_of_mind,
 )
 from client_sdk.keys import DeviceKey
+from client_sdk.policy import DevicePolicy, RefusalCounter
 
 if TYPE_CHECKING:
     from client_sdk.dpsgd import DPSGD
@@ -100,6 +103,7 @@ __all__ = [
     "Decision",
     "Device",
     "DeviceKey",
+    "DevicePolicy",
     "Diary",
     "DiaryClosedError",
     "DiaryCorruptError",
@@ -107,6 +111,7 @@ __all__ = [
     "DiaryImportError",
     "Entry",
     "EntryNotFoundError",
+    "HeldReceipt",
     "ImportReport",
     "InvalidArgumentError",
     "InvalidEntryError",
@@ -116,6 +121,8 @@ __all__ = [
     "LogVerificationError",
     "MoodModel",
     "PassphraseRequiredError",
+    "PendingDecision",
+    "RefusalCounter",
     "RowError",
     "SDKError",
     "WrongPassphraseError",

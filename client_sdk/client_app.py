@@ -50,6 +50,7 @@ from flwr.clientapp.typing import Mod
 from client_sdk.consent_client import ConsentClient
 from client_sdk.device import Device
 from client_sdk.entry import Entry
+from client_sdk.errors import SDKError
 from client_sdk.features import DailySeries, make_examples
 from client_sdk.keys import DeviceKey
 from client_sdk.policy import DevicePolicy, RefusalCounter
@@ -223,6 +224,14 @@ def handle_attest(
 
 
 def _consented(device: LocalDevice, purpose: str) -> bool:
+    """The device's own gate: its latest verified decision, after re-checking any decision
+    the log appended but that could not be verified yet (a pending withdrawal already
+    closes the gate)."""
+    if device.consent.pending():
+        try:
+            device.consent.verify_pending()
+        except SDKError as error:  # stays pending; the gate stays on the safe side
+            log.warning("Pending consent decisions not verified yet: %s", error)
     decision = device.consent.decision(purpose)
     return decision is not None and decision.active
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from consent.errors import LedgerError, StorageUnavailableError
@@ -25,9 +26,12 @@ _Result = Receipt | LedgerError
 class AppendBatcher:
     """Groups concurrent appends into one ledger transaction (group commit)."""
 
-    def __init__(self, ledger: Ledger, *, max_batch: int) -> None:
+    def __init__(
+        self, ledger: Ledger, *, max_batch: int, on_append: Callable[[], None] | None = None
+    ) -> None:
         self.ledger = ledger
         self.max_batch = max_batch
+        self.on_append = on_append  # called (non-blocking) after a batch signed a checkpoint
         self.queue: asyncio.Queue[tuple[AcceptedRecord, asyncio.Future[_Result]]] = asyncio.Queue()
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-writer")
         self.task: asyncio.Task[None] | None = None
@@ -65,6 +69,8 @@ class AppendBatcher:
                     "the ledger could not store the record; retry later"
                 )
                 results = [failure] * len(batch)
+            if self.on_append is not None and any(isinstance(r, Receipt) for r in results):
+                self.on_append()
             for (_, future), result in zip(batch, results, strict=True):
                 if not future.done():
                     future.set_result(result)

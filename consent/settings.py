@@ -96,6 +96,11 @@ class ConsentSettings(BaseSettings):
     max_eligibility_keys: int = Field(default=100_000, ge=1)
     max_entries_per_page: int = Field(default=1000, ge=1)
     batch_max: int = Field(default=512, ge=1)
+    # Witnesses (C2SP tlog-witness): their submission URLs and verifier keys, in the same
+    # order; a checkpoint is served once `witness_quorum` of them cosigned it (default all).
+    witness_urls: list[str] = []
+    witness_keys: list[str] = []
+    witness_quorum: int | None = Field(default=None, ge=1)
     # Slow and hostile clients (see consent/README.md): absolute deadlines for a
     # request's head and body, a cap on open connections per worker process, and a
     # cap on the head's size. uvicorn alone bounds none of these.

@@ -18,6 +18,7 @@ from consent.api.errors import install_error_handlers
 from consent.batcher import AppendBatcher
 from consent.ledger import Clock, Ledger
 from consent.settings import ConsentSettings
+from consent.witness.client import Witnessing, proof_source
 
 __all__ = ["create_app"]
 
@@ -69,7 +70,17 @@ async def _lifespan(
 ) -> AsyncIterator[None]:
     owned = ledger is None
     app.state.ledger = ledger or Ledger(settings, clock=clock)
-    app.state.batcher = AppendBatcher(app.state.ledger, max_batch=settings.batch_max)
+    app.state.witnessing = Witnessing.from_config(
+        urls=settings.witness_urls,
+        keys=settings.witness_keys,
+        quorum=settings.witness_quorum,
+        latest=app.state.ledger.checkpoint,
+        proof=proof_source(app.state.ledger),
+    )
+    app.state.witnessing.start()
+    app.state.batcher = AppendBatcher(
+        app.state.ledger, max_batch=settings.batch_max, on_append=app.state.witnessing.notify
+    )
     # The tree cache is long-lived: freeze it out of the collector and collect less
     # often, or full collections pause appends by up to ~165 ms (the p99). Restored on
     # shutdown, for processes that outlive the app (tests serving it in a thread).
@@ -84,6 +95,7 @@ async def _lifespan(
         yield
     finally:
         await app.state.batcher.close()
+        app.state.witnessing.close()
         if owned:
             app.state.ledger.close()
         gc.set_threshold(*threshold)

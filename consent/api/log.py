@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from consent.api.deps import LedgerDep
 from consent.api.errors import ERROR_RESPONSES
 from consent.models import ConsistencyProof, InclusionProof
 from consent.statement import SignedRecord
+from consent.witness.client import Witnessing
 
 __all__ = ["router"]
 
@@ -18,9 +19,10 @@ router = APIRouter()
 
 
 @router.get("/v1/log/checkpoint", response_class=PlainTextResponse)
-def get_checkpoint(ledger: LedgerDep) -> str:
-    """The latest checkpoint, a C2SP signed note."""
-    return ledger.checkpoint()
+def get_checkpoint(request: Request) -> str:
+    """The latest checkpoint with its witnesses' cosignatures, a C2SP signed note."""
+    witnessing: Witnessing = request.app.state.witnessing
+    return witnessing.served()
 
 
 @router.get("/v1/log/key", response_class=PlainTextResponse)
