@@ -229,8 +229,7 @@ def test_two_rounds_on_the_deployment_engine_train_only_the_consenting_devices(
             # The intruder: a key the SuperLink never registered, presenting device 0. Let
             # in, it would take device 0 out of the run (one key on two nodes).
             node_config = (
-                f'device-dir="{devices[0]}" consent-url="{consent_service.url}" '
-                f'log-key="{log_key}"'
+                f'device-dir="{devices[0]}" consent-url="{consent_service.url}" log-key="{log_key}"'
             )
         else:
             register = subprocess.run(
