@@ -179,7 +179,8 @@ class ConsentClient:
     ``witness_quorum`` how many of them must have cosigned a checkpoint before a
     decision in it counts as verified (default: all of them; 0 checks the cosignatures
     present but requires none). Receipts, pending decisions and the largest checkpoint
-    seen are kept in ``state_path`` (a 0600 JSON file).
+    seen are kept in ``state_path`` (a 0600 JSON file). ``http`` is the app's own HTTP
+    client (its TLS trust, proxies, timeouts); without a base URL it gets ``url``.
     """
 
     def __init__(
@@ -207,6 +208,8 @@ class ConsentClient:
             )
         self.witness_quorum = quorum
         self.state_path = Path(state_path)
+        if http is not None and not str(http.base_url):
+            http.base_url = httpx.URL(url)
         self._http = http or httpx.Client(base_url=url, timeout=30)
         self._state = self._load()
 

@@ -53,6 +53,14 @@ def serve(
     eligibility_token: Annotated[
         str | None, typer.Option(hidden=True, help="refused: see --eligibility-token-file")
     ] = None,
+    ssl_certfile: Annotated[
+        Path | None,
+        typer.Option(help="PEM certificate chain: serve HTTPS (env MOODFED_SSL_CERTFILE)"),
+    ] = None,
+    ssl_keyfile: Annotated[
+        Path | None,
+        typer.Option(help="PEM private key for --ssl-certfile (env MOODFED_SSL_KEYFILE)"),
+    ] = None,
 ) -> None:
     """Run the consent service (migrates the schema and creates the log key first).
 
@@ -75,6 +83,8 @@ def serve(
             key_file=key_file,
             workers=workers,
             eligibility_token_file=eligibility_token_file,
+            ssl_certfile=ssl_certfile,
+            ssl_keyfile=ssl_keyfile,
         )
         token = settings.ensure_eligibility_token()
     except ValueError as exc:  # pydantic's ValidationError is a ValueError too
@@ -83,7 +93,9 @@ def serve(
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     migrate(settings.resolved_database_url)
     signer = NoteSigner(settings.log_origin, load_or_create_log_key(settings.resolved_key_file))
-    console.print(f"[bold]moodfed consent[/] on http://{settings.host}:{settings.port}")
+    console.print(
+        f"[bold]moodfed consent[/] on {settings.scheme}://{settings.host}:{settings.port}"
+    )
     console.print(f"  ledger        {settings.resolved_database_url}")
     console.print(f"  verifier key  {signer.verifier_key}")
     if settings.eligibility_token_file is not None:
@@ -108,6 +120,11 @@ def serve(
             MOODFED_HOST=settings.host,
             MOODFED_PORT=str(settings.port),
         )
+        if settings.ssl_certfile is not None and settings.ssl_keyfile is not None:
+            os.environ.update(
+                MOODFED_SSL_CERTFILE=str(settings.ssl_certfile),
+                MOODFED_SSL_KEYFILE=str(settings.ssl_keyfile),
+            )
         if settings.eligibility_token_file is None:
             os.environ["MOODFED_ELIGIBILITY_TOKEN"] = token.get_secret_value()
         else:

@@ -85,6 +85,9 @@ class ConsentSettings(BaseSettings):
     key_file: Path | None = None
     eligibility_token: SecretStr | None = None
     eligibility_token_file: Path | None = None
+    # HTTPS served by the service itself (PEM files); both or neither.
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
     log_origin: str = "moodfed.local/consent-log"
     purposes: list[str] = ["model-training", "population-analytics"]
     policies: dict[str, Policy] = {"1": Policy()}
@@ -122,6 +125,19 @@ class ConsentSettings(BaseSettings):
                 "set MOODFED_ELIGIBILITY_TOKEN or MOODFED_ELIGIBILITY_TOKEN_FILE, not both"
             )
         return self
+
+    @model_validator(mode="after")
+    def _certificate_and_key(self) -> ConsentSettings:
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("HTTPS needs both --ssl-certfile and --ssl-keyfile (PEM files)")
+        for path in (self.ssl_certfile, self.ssl_keyfile):
+            if path is not None and not path.is_file():
+                raise ValueError(f"{path} is not a readable file")
+        return self
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.ssl_certfile is not None else "http"
 
     @property
     def resolved_database_url(self) -> str:

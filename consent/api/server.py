@@ -285,6 +285,8 @@ def server_config(settings: ConsentSettings, app: Any, **kwargs: Any) -> Guarded
         access_log=False,  # ours (consent.api.access) escapes paths and rate-limits 401s
         server_header=False,
         ws="none",  # no websocket routes: no upgrade path around the limits
+        ssl_certfile=settings.ssl_certfile,
+        ssl_keyfile=settings.ssl_keyfile,
         **kwargs,
     )
 

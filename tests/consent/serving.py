@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -67,11 +68,13 @@ class ServiceLog:
 class Service:
     """A running ``moodfed consent serve``: URL, process, log."""
 
-    def __init__(self, process: subprocess.Popen[bytes], port: int, log: ServiceLog) -> None:
+    def __init__(
+        self, process: subprocess.Popen[bytes], port: int, log: ServiceLog, *, scheme: str = "http"
+    ) -> None:
         self.process = process
         self.port = port
         self.log = log
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = f"{scheme}://127.0.0.1:{port}"
 
     def rss_bytes(self) -> int:
         """Resident memory of the server process (one worker: the process itself)."""
@@ -88,8 +91,13 @@ def consent_serve(
     env: dict[str, str] | None = None,
     args: list[str] | None = None,
     token: str | None = TOKEN,
+    ca: Path | None = None,
 ) -> Iterator[Service]:
-    """Start ``moodfed consent serve`` on SQLite in ``data_dir``; stop it afterwards."""
+    """Start ``moodfed consent serve`` on SQLite in ``data_dir``; stop it afterwards.
+
+    ``ca`` (a CA certificate file) means the service serves HTTPS with a certificate
+    that CA signed, passed in ``args``.
+    """
     port = free_port()
     environment = {
         key: value
@@ -118,9 +126,11 @@ def consent_serve(
     log = ServiceLog(process.stderr)
     try:
         log.wait_for(r"consent log .* ready", timeout=120)
-        service = Service(process, port, log)
+        service = Service(process, port, log, scheme="http" if ca is None else "https")
         # The app is ready just before uvicorn listens: the first request may need a retry.
-        with httpx.Client(transport=httpx.HTTPTransport(retries=20), timeout=10) as client:
+        verify = True if ca is None else ssl.create_default_context(cafile=ca)
+        transport = httpx.HTTPTransport(retries=20, verify=verify)
+        with httpx.Client(transport=transport, timeout=10) as client:
             assert client.get(f"{service.url}/healthz").text == "ok"
         yield service
     finally:

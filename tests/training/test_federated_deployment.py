@@ -12,8 +12,6 @@ SuperLink never registered is never let in.
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import os
 import signal
 import subprocess
@@ -23,10 +21,8 @@ from contextlib import suppress
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from client_sdk import Device
 from client_sdk.client_app import DEVICE_LEDGER_FILE
@@ -35,6 +31,7 @@ from privacy import Accountant
 from server.releases import ReleaseStore
 from server.transcript import read_transcript
 from tests.conftest import ConsentServer, free_port
+from tests.pki import local_pki
 from tests.training.conftest import log_key_of
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -107,53 +104,6 @@ def _make_devices(folder: Path, service: ConsentServer) -> list[Path]:
     return devices
 
 
-def _pki(folder: Path) -> tuple[Path, Path, Path]:
-    """A CA and a certificate for 127.0.0.1 it signed: (ca.crt, server.pem, server.key)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP384R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "moodfed test CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP384R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    paths = folder / "ca.crt", folder / "server.pem", folder / "server.key"
-    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    paths[2].chmod(0o600)
-    return paths
-
-
 def _node_keys(folder: Path, name: str) -> tuple[Path, Path]:
     """A SuperNode's P-384 key pair in OpenSSH format: (private, public)."""
     key = ec.generate_private_key(ec.SECP384R1())
@@ -183,7 +133,7 @@ def test_two_rounds_on_the_deployment_engine_train_only_the_consenting_devices(
     transcript = tmp_path / "transcript"
     link_port = free_port()
     no_uv = {"FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"}
-    ca, server_cert, server_key = _pki(tmp_path / "pki")
+    ca, server_cert, server_key = local_pki(tmp_path / "pki")
     processes.start(
         "superlink",
         [
