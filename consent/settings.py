@@ -9,42 +9,19 @@ from __future__ import annotations
 
 import os
 import secrets
-import stat
 from pathlib import Path
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from consent.models import Controller
+from consent.secret_files import read_secret_file
 
-__all__ = ["ConsentSettings", "Controller", "Policy", "default_data_dir", "read_secret_file"]
+__all__ = ["ConsentSettings", "Controller", "Policy", "default_data_dir"]
 
 
 def default_data_dir() -> Path:
     return Path(os.environ.get("MOODFED_DATA_DIR", Path.home() / ".moodfed"))
-
-
-def read_secret_file(path: Path) -> SecretStr:
-    """A secret from a file only its owner can read (mode 0600 or 0400), stripped.
-
-    Refused with :class:`ValueError` when the file is missing, not a regular file,
-    readable by group or others, or empty.
-    """
-    try:
-        info = path.stat()
-    except OSError as exc:
-        raise ValueError(f"cannot read the secret file {path}: {exc.strerror}") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise ValueError(f"the secret file {path} is not a regular file")
-    if info.st_mode & 0o077:
-        raise ValueError(
-            f"the secret file {path} has mode {stat.S_IMODE(info.st_mode):04o}: other users can "
-            f"read it; run `chmod 600 {path}`"
-        )
-    secret = path.read_text().strip()
-    if not secret:
-        raise ValueError(f"the secret file {path} is empty")
-    return SecretStr(secret)
 
 
 class Policy(BaseModel):
@@ -160,7 +137,7 @@ class ConsentSettings(BaseSettings):
         if self.eligibility_token is not None:
             return self.eligibility_token
         if self.eligibility_token_file is not None:
-            self.eligibility_token = read_secret_file(self.eligibility_token_file)
+            self.eligibility_token = SecretStr(read_secret_file(self.eligibility_token_file))
             return self.eligibility_token
         path = self.token_file
         if not path.exists():

@@ -15,9 +15,9 @@ import typer
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from consent.secret_files import SecretFileError, read_secret_file
 from dashboard.loglimit import safe_text
 from dashboard.passwords import hash_password
-from dashboard.secret_files import SecretFileError, read_secret_file
 from dashboard.serve import streamlit_command
 from dashboard.settings import DashboardSettings
 from dashboard.throttle import LockoutRecord, LoginThrottle

@@ -10,10 +10,10 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from consent.secret_files import SecretFileError, read_secret_file
 from dashboard._cells import number, optional_number
 from dashboard.consent_feed import ConsentLog, fetch_consent_log
 from dashboard.labels import not_private_warning
-from dashboard.secret_files import SecretFileError, read_secret_file
 from dashboard.settings import DashboardSettings
 from dashboard.store import ReleaseStoreError, ReleaseView, read_only_engine
 

@@ -16,6 +16,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from client_sdk.protocol import TrainConfig
+from consent.secret_files import read_secret_file
 from consent.settings import default_data_dir
 
 __all__ = ["ENV_ONLY", "Aggregation", "TrainSettings"]
@@ -30,6 +31,7 @@ ENV_ONLY: Final = frozenset(
     {
         "consent_url",
         "eligibility_token",
+        "eligibility_token_file",
         "eligibility_timeout",
         "data_dir",
         "release_database_url",
@@ -100,6 +102,10 @@ class TrainSettings(BaseSettings):
     # Where the consent service and the stores are.
     consent_url: str | None = Field(default=None, description="the consent service's URL")
     eligibility_token: SecretStr | None = None
+    eligibility_token_file: Path | None = Field(
+        default=None,
+        description="a file only this user can read (0600) holding the eligibility token",
+    )
     eligibility_timeout: float = Field(
         default=30.0, gt=0, description="seconds an eligibility query may take"
     )
@@ -119,9 +125,16 @@ class TrainSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _check(self) -> Self:
+        if self.eligibility_token_file is not None:
+            if self.eligibility_token is not None:
+                raise ValueError(
+                    "set MOODFED_ELIGIBILITY_TOKEN or MOODFED_ELIGIBILITY_TOKEN_FILE, not both"
+                )
+            self.eligibility_token = SecretStr(read_secret_file(self.eligibility_token_file))
         if self.consent_url is not None and self.eligibility_token is None:
             raise ValueError(
-                "a consent_url needs its eligibility token: set MOODFED_ELIGIBILITY_TOKEN"
+                "a consent_url needs its eligibility token: set MOODFED_ELIGIBILITY_TOKEN_FILE "
+                "(a 0600 file) or MOODFED_ELIGIBILITY_TOKEN"
             )
         if self.seed is not None and self.consent_url is not None and not self.seeded_runs_allowed:
             raise ValueError(

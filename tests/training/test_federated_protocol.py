@@ -189,3 +189,21 @@ def test_a_seed_is_refused_when_a_real_consent_service_is_configured() -> None:
 
     simulated = SimSettings(seed=7, consent_url="http://127.0.0.1:1", eligibility_token="t")
     assert simulated.seed == 7  # simulations may: their releases are marked not private
+
+
+def test_the_server_reads_its_eligibility_token_from_a_0600_file_only(tmp_path: Path) -> None:
+    secret = tmp_path / "token"
+    secret.write_text("from-the-file\n")
+    secret.chmod(0o600)
+    settings = TrainSettings(consent_url="https://consent.example", eligibility_token_file=secret)
+    assert settings.eligibility_token is not None
+    assert settings.eligibility_token.get_secret_value() == "from-the-file"
+
+    secret.chmod(0o644)
+    with pytest.raises(ValueError, match="chmod 600"):
+        TrainSettings(consent_url="https://consent.example", eligibility_token_file=secret)
+    secret.chmod(0o600)
+    with pytest.raises(ValueError, match="not both"):
+        TrainSettings(eligibility_token="t", eligibility_token_file=secret)
+    with pytest.raises(ValueError, match="MOODFED_ELIGIBILITY_TOKEN_FILE"):
+        TrainSettings(consent_url="https://consent.example")

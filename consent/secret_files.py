@@ -1,4 +1,7 @@
-"""Secrets from files only their owner can read: never from argv, which ``ps`` shows."""
+"""Secrets from files only their owner can read: never from argv, which ``ps`` shows.
+
+The one reader of such files for the consent service, the ServerApp and the dashboard.
+"""
 
 from __future__ import annotations
 
