@@ -2,8 +2,8 @@
 
 Run from the repository root::
 
-    python benchmarks/secagg_bench.py                    # 50, 200 and 500 devices (~1 h)
-    python benchmarks/secagg_bench.py --quick            # 20 and 50 devices (~2 min)
+    python benchmarks/secagg_bench.py                    # 50, 200 and 500 devices (~75 min)
+    python benchmarks/secagg_bench.py --quick            # 20 and 50 devices (~1 min)
     python benchmarks/secagg_bench.py --devices 200 --repetitions 5 --flower-repetitions 2
 
 One training round over ``n`` devices, every one of them training (q = 1, so the

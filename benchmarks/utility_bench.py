@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    python benchmarks/utility_bench.py            # 2,000 devices, 20% held out (~20 min)
+    python benchmarks/utility_bench.py            # 2,000 devices, 20% held out (6-15 min)
     python benchmarks/utility_bench.py --quick    # a smaller smoke run
 
 A synthetic population (``SyntheticPopulation``, 365 days) is split by device: 80% take
