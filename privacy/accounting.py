@@ -23,6 +23,7 @@ from dp_accounting.rdp import RdpAccountant
 from privacy.distributed import DistributedSkellam, skellam_event_rdp
 from privacy.rdp import (
     RdpCurve,
+    check_mechanism,
     rdp_epsilon,
     sampled_gaussian_event,
     sampled_gaussian_rdp,
@@ -138,17 +139,8 @@ History: TypeAlias = tuple[tuple[MechanismKey, int], ...]
 first, each kind sorted by its fields."""
 
 
-def _check_mechanism(sampling_rate: float, noise_multiplier: float) -> None:
-    if not 0 < sampling_rate <= 1:
-        raise ValueError(f"sampling_rate must be in (0, 1], got {sampling_rate!r}")
-    if not math.isfinite(noise_multiplier) or noise_multiplier <= 0:
-        raise ValueError(
-            f"noise_multiplier must be a positive finite number, got {noise_multiplier!r}"
-        )
-
-
 def _check_key(key: MechanismKey) -> None:
-    _check_mechanism(key.sampling_rate, key.noise_multiplier)
+    check_mechanism(key.sampling_rate, key.noise_multiplier)
     if isinstance(key, SampledSkellam):
         for name in ("variance", "l1_sensitivity", "l2_sensitivity"):
             value = getattr(key, name)
@@ -232,7 +224,7 @@ class PrivacyEvent:
     def __post_init__(self) -> None:
         if self.kind not in ("training", "analytics"):
             raise ValueError(f"kind must be 'training' or 'analytics', got {self.kind!r}")
-        _check_mechanism(self.sampling_rate, self.noise_multiplier)
+        check_mechanism(self.sampling_rate, self.noise_multiplier)
         if self.kind == "analytics" and self.sampling_rate != 1:
             raise ValueError("an analytics release is not subsampled: its sampling_rate is 1")
         if isinstance(self.count, bool) or not isinstance(self.count, int) or self.count < 1:
@@ -440,7 +432,7 @@ def noise_for_budget(
         raise ValueError(f"epsilon must be a positive finite number, got {epsilon!r}")
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
         raise ValueError(f"rounds must be a positive integer, got {rounds!r}")
-    _check_mechanism(sampling_rate, 1.0)
+    check_mechanism(sampling_rate, 1.0)
 
     def epsilon_at(sigma: float) -> float:
         key = SampledGaussian(float(sampling_rate), sigma)

@@ -44,7 +44,8 @@ RdpCurve: TypeAlias = npt.NDArray[np.float64]
 _STEP_CACHE = 4096  # distinct (q, sigma) kept; each curve is 156 floats
 
 
-def _check_mechanism(sampling_rate: float, noise_multiplier: float) -> None:
+def check_mechanism(sampling_rate: float, noise_multiplier: float) -> None:
+    """Refuse a sampling rate outside (0, 1] or a noise multiplier that is not positive."""
     if not 0 < sampling_rate <= 1:
         raise ValueError(f"sampling_rate must be in (0, 1], got {sampling_rate!r}")
     if not math.isfinite(noise_multiplier) or noise_multiplier <= 0:
@@ -108,7 +109,7 @@ def sampled_gaussian_event(sampling_rate: float, noise_multiplier: float) -> dp_
     >>> sampled_gaussian_event(1.0, 2.0)
     GaussianDpEvent(noise_multiplier=2.0)
     """
-    _check_mechanism(sampling_rate, noise_multiplier)
+    check_mechanism(sampling_rate, noise_multiplier)
     gaussian = dp_accounting.GaussianDpEvent(noise_multiplier)
     if sampling_rate == 1:
         return gaussian
@@ -138,7 +139,7 @@ def sampled_gaussian_rdp(
     0.75
     """
     _check_count(count)
-    _check_mechanism(sampling_rate, noise_multiplier)
+    check_mechanism(sampling_rate, noise_multiplier)
     curve: RdpCurve = count * _step_rdp(float(sampling_rate), float(noise_multiplier))
     return curve
 
