@@ -23,8 +23,6 @@ from typing import Any, Literal, ParamSpec, TypeVar
 import nacl.signing
 from pydantic import ValidationError
 from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 from sqlmodel import col
@@ -56,11 +54,14 @@ from consent.models import (
     Receipt,
 )
 from consent.note import Checkpoint, NoteSigner, format_checkpoint
+from consent.queries import device_history, insert_entries, upsert_states
 from consent.settings import ConsentSettings, Policy
 from consent.statement import (
+    BAD_SIGNATURE,
     SignedRecord,
     StatementError,
     canonical_record,
+    canonical_statement,
     check_device_key,
     check_device_keys,
     parse_json_strict,
@@ -68,11 +69,10 @@ from consent.statement import (
 )
 from consent.store import (
     CHECKPOINTS_TABLE,
-    ENTRIES_TABLE,
-    STATES_TABLE,
     ConsentState,
     LogEntry,
     LogHead,
+    WriterLock,
     create_engine,
 )
 
@@ -148,11 +148,17 @@ def load_or_create_log_key(path: Path) -> nacl.signing.SigningKey:
 
 @dataclass(frozen=True, slots=True)
 class AcceptedRecord:
-    """A record that passed every check that needs no database."""
+    """A record that passed every check that needs no database.
+
+    ``issued_epoch`` and ``expires_epoch``: the statement's times as POSIX seconds,
+    parsed once here rather than again by every step of the append.
+    """
 
     record: SignedRecord
     leaf: bytes
     leaf_hash: bytes
+    issued_epoch: float
+    expires_epoch: float | None
 
 
 @dataclass(slots=True)
@@ -183,6 +189,7 @@ class Ledger:
         self.tree = MerkleTree()
         self._tree_lock = threading.Lock()
         self._write_lock = threading.Lock()
+        self._writer_lock = WriterLock(url)  # across processes (SQLite)
         self._ensure_initial_checkpoint()
 
     @property
@@ -192,6 +199,7 @@ class Ledger:
     def close(self) -> None:
         self.reader.dispose()
         self.writer.dispose()
+        self._writer_lock.close()
 
     # -- validation that needs no database ---------------------------------------
 
@@ -213,8 +221,9 @@ class Ledger:
             raise UnknownPolicyError(
                 f"unknown policy_version {statement.policy_version!r}; known: {known}"
             )
-        now = self.clock()
-        ahead = (statement.issued - now).total_seconds()
+        now = self.clock().timestamp()
+        issued = statement.issued.timestamp()
+        ahead = issued - now
         behind, future = self.settings.clock_skew_seconds, self.settings.future_skew_seconds
         if ahead > future or -ahead > behind:
             when = "in the future" if ahead > 0 else "in the past"
@@ -222,14 +231,25 @@ class Ledger:
                 f"issued_at is {abs(ahead):.0f} s from the service's clock, {when} (allowed: "
                 f"{future} s ahead, {behind} s behind); check the device's clock"
             )
-        if statement.expires is not None and statement.expires <= now:
+        expires = None if statement.expires is None else statement.expires.timestamp()
+        if expires is not None and expires <= now:
             raise InvalidInputError("expires_at is in the past")
+        # The statement's JCS bytes once: signed over, and framed into the leaf.
         try:
-            verify_record_signature(record)
+            signed = canonical_statement(statement)
+            verify_record_signature(record, signed)
         except StatementError as exc:
             raise SignatureError(str(exc)) from None
-        leaf = canonical_record(record)
-        return AcceptedRecord(record=record, leaf=leaf, leaf_hash=hash_leaf(leaf))
+        except ValueError:  # rfc8785 refuses the statement (a lone surrogate): unsignable
+            raise SignatureError(BAD_SIGNATURE) from None
+        leaf = canonical_record(record, signed)
+        return AcceptedRecord(
+            record=record,
+            leaf=leaf,
+            leaf_hash=hash_leaf(leaf),
+            issued_epoch=issued,
+            expires_epoch=expires,
+        )
 
     def _check_purpose(self, purpose: str) -> None:
         if purpose not in self.purposes:
@@ -248,7 +268,7 @@ class Ledger:
         pending = [_Pending(accepted) for accepted in batch]
         now = self.clock().timestamp()
         try:
-            with self._write_lock, Session(self.writer) as session:
+            with self._write_lock, self._writer_lock.held(), Session(self.writer) as session:
                 head = self._head(session, lock=True)
                 start = head.size
                 self._refuse_replays_and_stale(session, pending, now)
@@ -282,33 +302,15 @@ class Ledger:
         """
         statements = [p.accepted.record.statement for p in pending]
         devices = sorted({s.device_key for s in statements})
-        # By the indexed device_key, then filtered here: a row-value IN over
-        # (device_key, nonce) made SQLite scan the whole log on every batch.
         pairs = {(s.device_key, s.nonce) for s in statements}
-        used = {
-            (key, nonce)
-            for key, nonce in session.execute(
-                select(col(LogEntry.device_key), col(LogEntry.nonce)).where(
-                    col(LogEntry.device_key).in_(devices)
-                )
-            )
-            if (key, nonce) in pairs
-        }
-        latest = {
-            (key, purpose): min(issued, now)
-            for key, purpose, issued in session.execute(
-                select(
-                    col(ConsentState.device_key),
-                    col(ConsentState.purpose),
-                    col(ConsentState.issued_epoch),
-                ).where(col(ConsentState.device_key).in_(devices))
-            )
-        }
+        logged, states = device_history(session, devices, sorted({n for _, n in pairs}))
+        used = logged & pairs
+        latest = {(key, purpose): min(issued, now) for key, purpose, issued in states}
         for p, s in zip(pending, statements, strict=True):
             if (s.device_key, s.nonce) in used:
                 p.error = ReplayedNonceError("this nonce was already used by this device")
                 continue
-            issued = s.issued.timestamp()
+            issued = p.accepted.issued_epoch
             if issued < latest.get((s.device_key, s.purpose), float("-inf")):
                 p.error = StaleStatementError(
                     f"a later statement for {s.purpose!r} is already in the ledger; "
@@ -319,57 +321,46 @@ class Ledger:
             latest[(s.device_key, s.purpose)] = min(issued, now)
 
     def _write(self, session: Session, good: list[_Pending], now: float) -> str:
-        entries, states = [], {}
+        entries: list[tuple[Any, ...]] = []
+        states: dict[tuple[str, str], tuple[Any, ...]] = {}
         for p in good:
-            s = p.accepted.record.statement
-            p.index = self.tree.append(p.accepted.leaf_hash)
+            s, accepted = p.accepted.record.statement, p.accepted
+            p.index = self.tree.append(accepted.leaf_hash)
             entries.append(
-                {
-                    "index": p.index,
-                    "device_key": s.device_key,
-                    "purpose": s.purpose,
-                    "action": s.action,
-                    "nonce": s.nonce,
-                    "issued_at": s.issued_at,
-                    "leaf": p.accepted.leaf,
-                    "leaf_hash": p.accepted.leaf_hash,
-                }
+                (
+                    p.index,
+                    s.device_key,
+                    s.purpose,
+                    s.action,
+                    s.nonce,
+                    s.issued_at,
+                    accepted.leaf,
+                    accepted.leaf_hash,
+                )
             )
-            expires = s.expires
-            states[(s.device_key, s.purpose)] = {
-                "device_key": s.device_key,
-                "purpose": s.purpose,
-                "action": s.action,
-                "issued_at": s.issued_at,
-                # The rank of this decision: when it was issued, or logged if that is
-                # earlier (see _refuse_replays_and_stale).
-                "issued_epoch": min(s.issued.timestamp(), now),
-                "expires_at": s.expires_at,
-                "expires_epoch": None if expires is None else expires.timestamp(),
-                "policy_version": s.policy_version,
-                "index": p.index,
-            }
+            # In STATE_COLUMNS order. The rank of this decision (issued_epoch): when it
+            # was issued, or logged if that is earlier (see _refuse_replays_and_stale).
+            states[(s.device_key, s.purpose)] = (
+                s.device_key,
+                s.purpose,
+                s.action,
+                s.issued_at,
+                min(accepted.issued_epoch, now),
+                s.expires_at,
+                accepted.expires_epoch,
+                s.policy_version,
+                p.index,
+            )
         size = self.tree.size
         note = self._sign(size)
-        session.execute(ENTRIES_TABLE.insert(), entries)
-        self._upsert_states(session, list(states.values()))
+        insert_entries(session, entries)
+        upsert_states(session, states.values())
         session.execute(
             CHECKPOINTS_TABLE.insert(),
             [{"size": size, "root_hash": self.tree.root(size), "note": note}],
         )
         session.execute(update(LogHead).where(col(LogHead.id) == 1).values(size=size, note=note))
         return note
-
-    def _upsert_states(self, session: Session, rows: list[dict[str, Any]]) -> None:
-        dialect = session.get_bind().dialect.name
-        insert = pg_insert if dialect == "postgresql" else sqlite_insert
-        statement = insert(STATES_TABLE)
-        columns = [c for c in rows[0] if c not in ("device_key", "purpose")]
-        statement = statement.on_conflict_do_update(
-            index_elements=["device_key", "purpose"],
-            set_={c: statement.excluded[c] for c in columns},
-        )
-        session.execute(statement, rows)
 
     def _sign(self, size: int) -> str:
         checkpoint = Checkpoint(self.settings.log_origin, size, self.tree.root(size))
@@ -433,7 +424,7 @@ class Ledger:
         return self.tree
 
     def _ensure_initial_checkpoint(self) -> None:
-        with Session(self.writer) as session:
+        with self._writer_lock.held(), Session(self.writer) as session:
             head = self._head(session, lock=True)
             if not head.note:
                 note = self._sign(0)

@@ -14,12 +14,14 @@ from typing import Any, Literal
 
 import nacl.exceptions
 import nacl.signing
+import orjson
 import rfc8785
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from consent.encoding import b64url_decode
 
 __all__ = [
+    "BAD_SIGNATURE",
     "MAX_JSON_DEPTH",
     "MAX_NUMBER_CHARS",
     "SignedRecord",
@@ -51,6 +53,12 @@ _KEY_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789
 _KEY_LAST = frozenset("AEIMQUYcgkosw048")
 _KEY_LENGTH = 43
 _KEY_RULE = "an Ed25519 public key: 43 base64url characters, no padding"
+
+
+BAD_SIGNATURE = (
+    "the signature does not verify: sign the RFC 8785 (JCS) bytes of the statement with the "
+    "device key"
+)
 
 
 class StatementError(ValueError):
@@ -122,12 +130,20 @@ def check_device_keys(values: list[str]) -> None:
 
 
 def parse_time(value: str) -> datetime:
-    """Parse an RFC 3339 UTC timestamp (``...Z``) into an aware datetime."""
+    """Parse an RFC 3339 UTC timestamp (``...Z``) into an aware datetime.
+
+    The pattern fixes the layout; ``fromisoformat`` (C, ~20 times faster than
+    ``strptime``) checks the ranges (month 13, February 30 and second 60 are refused).
+
+    >>> parse_time("2026-11-22T10:00:00.25Z").isoformat()
+    '2026-11-22T10:00:00.250000+00:00'
+    """
     if not isinstance(value, str) or not _RFC3339_UTC.fullmatch(value):
         raise ValueError("must be an RFC 3339 UTC time like 2026-11-22T10:00:00Z")
-    head, _, fraction = value[:-1].partition(".")
-    moment = datetime.strptime(head, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
-    return moment.replace(microsecond=int((fraction or "0").ljust(6, "0")[:6]))
+    moment = datetime.fromisoformat(value[:19]).replace(tzinfo=UTC)
+    if len(value) == 20:
+        return moment
+    return moment.replace(microsecond=int(value[20:-1].ljust(6, "0")[:6]))
 
 
 def format_time(moment: datetime) -> str:
@@ -231,27 +247,44 @@ def _statement_dict(statement: Statement) -> dict[str, Any]:
 
 
 def canonical_statement(statement: Statement) -> bytes:
-    """The RFC 8785 bytes a device signs."""
-    return rfc8785.dumps(_statement_dict(statement))
+    """The RFC 8785 bytes a device signs.
+
+    A validated statement holds ASCII keys, strings and the integer 1, where orjson's
+    compact output with sorted keys is byte for byte RFC 8785 (same string escapes,
+    UTF-8, no spaces; a property test holds it to ``rfc8785``) at ~1/30 of the cost.
+    A string orjson cannot encode (a lone surrogate) goes to ``rfc8785``, which
+    refuses it as before.
+    """
+    fields = _statement_dict(statement)
+    try:
+        return orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:
+        return rfc8785.dumps(fields)
 
 
-def canonical_record(record: SignedRecord) -> bytes:
-    """The RFC 8785 bytes of the signed record: the log's leaf."""
-    return rfc8785.dumps(
-        {"statement": _statement_dict(record.statement), "signature": record.signature}
-    )
+def canonical_record(record: SignedRecord, statement_bytes: bytes | None = None) -> bytes:
+    """The RFC 8785 bytes of the signed record: the log's leaf.
+
+    In RFC 8785 key order ``signature`` precedes ``statement``, and a base64url
+    signature needs no escaping, so the record's bytes are the statement's JCS bytes
+    (``statement_bytes``, when the caller has them already) inside a fixed frame.
+    """
+    inner = canonical_statement(record.statement) if statement_bytes is None else statement_bytes
+    return b'{"signature":"' + record.signature.encode("ascii") + b'","statement":' + inner + b"}"
 
 
-def verify_record_signature(record: SignedRecord) -> None:
-    """Raise :class:`StatementError` unless the device key signed the statement."""
+def verify_record_signature(record: SignedRecord, statement_bytes: bytes | None = None) -> None:
+    """Raise :class:`StatementError` unless the device key signed the statement.
+
+    ``statement_bytes``: the statement's JCS bytes, when the caller has them already.
+    """
     key = nacl.signing.VerifyKey(b64url_decode(record.statement.device_key, length=32))
     try:
-        key.verify(canonical_statement(record.statement), b64url_decode(record.signature))
+        if statement_bytes is None:
+            statement_bytes = canonical_statement(record.statement)
+        key.verify(statement_bytes, b64url_decode(record.signature))
     except (nacl.exceptions.BadSignatureError, ValueError):
-        raise StatementError(
-            "the signature does not verify: sign the RFC 8785 (JCS) bytes of the statement "
-            "with the device key"
-        ) from None
+        raise StatementError(BAD_SIGNATURE) from None
 
 
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -8,6 +8,11 @@ what gives appends from many processes consecutive indices with no gap.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +28,7 @@ __all__ = [
     "LogCheckpoint",
     "LogEntry",
     "LogHead",
+    "WriterLock",
     "create_engine",
     "migrate",
 ]
@@ -35,7 +41,9 @@ class LogEntry(SQLModel, table=True):
     __table_args__ = (UniqueConstraint("device_key", "nonce", name="uq_log_entries_nonce"),)
 
     index: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
-    device_key: str = Field(max_length=64, index=True)
+    # Looked up through the (device_key, nonce) unique index: no index of its own
+    # (migration 0002 dropped it: one index fewer to update per append).
+    device_key: str = Field(max_length=64)
     purpose: str = Field(max_length=64)
     action: str = Field(max_length=16)
     nonce: str = Field(max_length=96)
@@ -108,6 +116,56 @@ def create_engine(url: str, *, immediate: bool = False, **kwargs: Any) -> Engine
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
+
+
+class WriterLock:
+    """Serialises the ledger's writers across processes on one SQLite file.
+
+    ``BEGIN IMMEDIATE`` alone does serialise them, but a writer that finds the database
+    locked sleeps in SQLite's busy handler (1, 2, 5, 10 ... ms) instead of waking when
+    the lock is free: with several worker processes most of the time went to those
+    sleeps. An exclusive ``flock`` on a file beside the database is handed over at once
+    (the kernel wakes the next waiter), and ``BEGIN IMMEDIATE`` stays as the guarantee.
+    On PostgreSQL (``SELECT ... FOR UPDATE`` on the head row wakes waiters at commit)
+    and for in-memory databases it does nothing.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.path: Path | None = None
+        if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+            self.path = Path(url.removeprefix("sqlite:///").split("?", 1)[0] + ".writer-lock")
+        self._fd: int | None = None
+        self._opened = threading.Lock()
+
+    def _descriptor(self) -> int:
+        with self._opened:
+            if self._fd is None:
+                assert self.path is not None
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            return self._fd
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """Hold the lock (blocking, the GIL released while waiting) for a transaction.
+
+        One thread per process writes at a time (the ledger's own lock), so one open
+        descriptor per process serves every write.
+        """
+        if self.path is None:
+            yield
+            return
+        fd = self._descriptor()
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        with self._opened:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
 
 
 def migrate(url: str) -> None:
