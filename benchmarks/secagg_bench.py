@@ -5,6 +5,7 @@ Run from the repository root::
     python benchmarks/secagg_bench.py                    # 50, 200 and 500 devices (~75 min)
     python benchmarks/secagg_bench.py --quick            # 20 and 50 devices (~1 min)
     python benchmarks/secagg_bench.py --devices 200 --repetitions 5 --flower-repetitions 2
+    python benchmarks/secagg_bench.py --flower-max-devices 200   # no Flower at 500 (~20 min)
 
 One training round over ``n`` devices, every one of them training (q = 1, so the
 secure sum's cohort and the plain round's sample are the same ``n`` devices), three ways:
@@ -52,7 +53,9 @@ one worker, per-device and server CPU are per thread (a device's helper threads 
 count as nobody's). The contenders run interleaved, in rotating order, after one
 warm-up round: moodfed's two rounds ``--repetitions`` times; Flower's SecAgg+, which
 takes minutes a round from 200 devices on, ``--flower-repetitions`` times (its warm-up
-only at the first size). Each figure is the median over its rounds, each ratio the
+only at the first size). ``--flower-max-devices N`` leaves Flower's SecAgg+ out above N
+devices (at 500 it takes about 55 minutes a round); those rows show no Flower figures and
+no ratio against it. Each figure is the median over its rounds, each ratio the
 median of the ratios within a repetition both ran. Targets (issue 9): secure <= 3x
 plain, and secure no slower than Flower's SecAgg+.
 
@@ -403,7 +406,8 @@ def measure_size(
     """Every contender over the same ``n`` devices, interleaved; medians and ratios.
 
     Flower's SecAgg+ runs only its first ``flower_repetitions`` timed rounds (hundreds of
-    seconds each from 200 devices on), and its warm-up only if ``flower_warm_up``.
+    seconds each from 200 devices on; none with ``flower_repetitions=0``), and its
+    warm-up only if ``flower_warm_up``.
     """
     from client_sdk.sim.client_app import make_sim_client_app
     from server.attestation import attest_nodes
@@ -448,7 +452,8 @@ def measure_size(
             shift = repetition % len(CONTENDERS)
             for name in CONTENDERS[shift:] + CONTENDERS[:shift]:
                 if name == "flower" and not (
-                    (warm_up and flower_warm_up) or 1 <= repetition <= flower_repetitions
+                    (warm_up and flower_warm_up and flower_repetitions)
+                    or 1 <= repetition <= flower_repetitions
                 ):
                     continue
                 progress(f"n={n} {'warm-up' if warm_up else f'rep {repetition}'}: {name}")
@@ -472,6 +477,8 @@ def summarize(
     contenders: dict[str, dict[str, float]] = {}
     for name, by_rep in timed.items():
         costs = list(by_rep.values())
+        if not costs:  # Flower's SecAgg+ left out at this size
+            continue
         contenders[name] = {
             "rounds": len(costs),
             "wall_s": statistics.median(c.wall_s for c in costs),
@@ -487,8 +494,10 @@ def summarize(
             "bytes_up_max": float(max(max(c.bytes_up) for c in costs)),
         }
 
-    def ratio(a: str, b: str, key: str) -> float:
+    def ratio(a: str, b: str, key: str) -> float | None:
         pairs = [(timed[a][rep], timed[b][rep]) for rep in timed[a] if rep in timed[b]]
+        if not pairs:
+            return None
         if key == "device_cpu":
             return statistics.median(
                 statistics.median(x.device_cpu_s) / statistics.median(y.device_cpu_s)
@@ -496,7 +505,7 @@ def summarize(
             )
         return statistics.median(float(getattr(x, key)) / float(getattr(y, key)) for x, y in pairs)
 
-    ratios = {
+    ratios: dict[str, float | None] = {
         "secure_vs_plain_wall": ratio("secure", "plain", "wall_s"),
         "secure_vs_flower_wall": ratio("secure", "flower", "wall_s"),
         "secure_vs_plain_device_cpu": ratio("secure", "plain", "device_cpu"),
@@ -516,11 +525,20 @@ def summarize(
         "targets": {
             "secure_vs_plain_max": TARGET_VS_PLAIN,
             "secure_vs_flower_max": TARGET_VS_FLOWER,
-            "vs_plain_met": ratios["secure_vs_plain_wall"] <= TARGET_VS_PLAIN,
-            "vs_flower_met": ratios["secure_vs_flower_wall"] <= TARGET_VS_FLOWER,
+            "vs_plain_met": _at_most(ratios["secure_vs_plain_wall"], TARGET_VS_PLAIN),
+            "vs_flower_met": _at_most(ratios["secure_vs_flower_wall"], TARGET_VS_FLOWER),
         },
         "wall_s_all": {name: [c.wall_s for c in by.values()] for name, by in timed.items()},
     }
+
+
+def _at_most(value: float | None, target: float) -> bool | None:
+    """Whether a ratio meets its target; None when it was not measured."""
+    return None if value is None else value <= target
+
+
+def _fmt(value: float | None, spec: str = ".2f") -> str:
+    return "not run" if value is None else format(value, spec)
 
 
 # -- driver ------------------------------------------------------------------------------
@@ -557,24 +575,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         federation.grant(range(max(sizes)), workers=8)
         setup_s = time.perf_counter() - started
         eligibility = stack.enter_context(EligibilityClient(service.url, token=service.token))
+        flower_sizes = [
+            n for n in sizes if args.flower_max_devices is None or n <= args.flower_max_devices
+        ]
         rows = [
             measure_size(
                 n,
                 root=root,
                 eligibility=eligibility,
                 repetitions=repetitions,
-                flower_repetitions=min(repetitions, args.flower_repetitions),
-                flower_warm_up=index == 0,
+                flower_repetitions=(
+                    min(repetitions, args.flower_repetitions) if n in flower_sizes else 0
+                ),
+                flower_warm_up=n == flower_sizes[0] if flower_sizes else False,
                 workers=args.workers,
                 progress=progress,
             )
-            for index, n in enumerate(sizes)
+            for n in sizes
         ]
     return {
         "sizes": list(sizes),
         "workers": args.workers,
         "repetitions": repetitions,
         "flower_repetitions": min(repetitions, args.flower_repetitions),
+        "flower_max_devices": args.flower_max_devices,
         "setup_s": setup_s,
         "rows": rows,
     }
@@ -612,22 +636,30 @@ def show(result: dict[str, Any]) -> None:
         "target",
     ):
         table.add_column(column, justify="left" if column in ("round", "target") else "right")
+
+    def verdict(met: bool | None) -> str:
+        return "not run" if met is None else ("met" if met else "MISSED")
+
     for row in result["rows"]:
         ratios, targets = row["ratios"], row["targets"]
         for name in CONTENDERS:
-            figures = row["contenders"][name]
+            figures = row["contenders"].get(name)
+            if figures is None:
+                table.add_row(
+                    "", LABELS[name], "not run", *[""] * 7, end_section=name == CONTENDERS[-1]
+                )
+                continue
             x_plain = (
-                f"{ratios['secure_vs_plain_wall']:.2f}"
+                _fmt(ratios["secure_vs_plain_wall"])
                 if name == "secure"
-                else ("1.00" if name == "plain" else f"{ratios['flower_vs_plain_wall']:.2f}")
+                else ("1.00" if name == "plain" else _fmt(ratios["flower_vs_plain_wall"]))
             )
-            x_flower = f"{ratios['secure_vs_flower_wall']:.2f}" if name == "secure" else ""
+            x_flower = _fmt(ratios["secure_vs_flower_wall"]) if name == "secure" else ""
             target = ""
             if name == "secure":
                 target = (
-                    f"<= {TARGET_VS_PLAIN:g}x plain: "
-                    f"{'met' if targets['vs_plain_met'] else 'MISSED'}; <= Flower: "
-                    f"{'met' if targets['vs_flower_met'] else 'MISSED'}"
+                    f"<= {TARGET_VS_PLAIN:g}x plain: {verdict(targets['vs_plain_met'])}; "
+                    f"<= Flower: {verdict(targets['vs_flower_met'])}"
                 )
             table.add_row(
                 f"{row['devices']} ({row['degree']}, {row['threshold']})"
@@ -649,8 +681,8 @@ def show(result: dict[str, Any]) -> None:
         print(
             f"n={row['devices']}: attestation (once per run, not in the round) "
             f"{row['attestation_s']:.2f} s; device CPU secure/plain "
-            f"{row['ratios']['secure_vs_plain_device_cpu']:.2f}x, secure/Flower "
-            f"{row['ratios']['secure_vs_flower_device_cpu']:.2f}x"
+            f"{_fmt(row['ratios']['secure_vs_plain_device_cpu'])}x, secure/Flower "
+            f"{_fmt(row['ratios']['secure_vs_flower_device_cpu'])}x"
         )
 
 
@@ -661,6 +693,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repetitions", type=int, help="timed moodfed rounds (default 3)")
     parser.add_argument(
         "--flower-repetitions", type=int, default=1, help="timed Flower SecAgg+ rounds (default 1)"
+    )
+    parser.add_argument(
+        "--flower-max-devices",
+        type=int,
+        help="run Flower's SecAgg+ only at cohorts of at most this many devices "
+        "(default: at every size; at 500 it takes about 55 minutes a round)",
     )
     parser.add_argument(
         "--workers",
@@ -676,6 +714,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("repetitions must be at least 1")
     if args.workers < 1:
         parser.error("--workers must be at least 1")
+    if args.flower_max_devices is not None and args.flower_max_devices < 0:
+        parser.error("--flower-max-devices must be at least 0")
     previous_threads = torch.get_num_threads()
     try:
         result = run(args)

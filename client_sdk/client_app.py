@@ -120,8 +120,8 @@ class LocalDevice:
     _device: Device | None = field(default=None, repr=False)
     cohort: tuple[str, str] | None = None
     """(age band, region), as the device's user declared it; only analytics uses it."""
-    policy: DevicePolicy = field(default_factory=DevicePolicy)
-    """What this device allows, whatever a server asks."""
+    policy: DevicePolicy = field(default_factory=lambda: DevicePolicy.from_node_config({}))
+    """What this device allows, whatever a server asks (built once per process)."""
 
     @cached_property
     def consent(self) -> ConsentClient:

@@ -32,10 +32,11 @@ removes the masks.
 Departures from the paper, and what they mean:
 
 - **Signed keys.** Each device signs (round context digest, node id, c_pk, s_pk) with
-  its Ed25519 device key (RFC 8785 JCS bytes), and every neighbour checks that
-  signature against the key that attested that node in this run (the run's attestation
-  record, forwarded by the server and verified with
-  :func:`client_sdk.protocol.verify_attestation`). A device refuses the round on a bad
+  its Ed25519 device key (fixed-layout bytes, :func:`advertisement_payload`), and every
+  neighbour checks that signature, in every round, against the key that attested that
+  node in this run (the run's attestation record, forwarded by the server and verified
+  with :func:`client_sdk.protocol.verify_attestation`; a device verifies an unchanged
+  record once per run, :class:`VerifiedAttestations`). A device refuses the round on a bad
   signature or attestation, a public key or device key seen twice, a neighbour outside
   the graph, or fewer than ``t`` neighbours. The paper's semi-honest version trusts the
   server to relay keys; here a server cannot swap in keys of its own for a node without
@@ -60,6 +61,11 @@ Departures from the paper, and what they mean:
 - **Early decryption.** Shares are decrypted and checked when they arrive (stage 3),
   not in unmasking; the masking key and self-mask seed are forgotten once the masked
   input is sent.
+- **One agreement per pair for the share keys.** ``KA(c_sk_i, c_pk_j)`` is computed once,
+  in stage 2, and gives both directions' keys; device ``i`` keeps the key of ``j``'s
+  shares to it and forgets ``c_sk`` then (the paper agrees again in unmasking). A
+  device thus makes two X25519 agreements per neighbour, one with ``c`` and one with
+  ``s``, the fewest two key pairs allow.
 - **Direction-separated share keys** (HKDF info names sender then recipient) with a
   random 96-bit nonce, so the two members of a pair never encrypt under one key.
 - **Shamir over GF(2**256 + 297)** with Python integers (see
@@ -88,6 +94,7 @@ them as a target's neighbours; equivocate in unmasking as above.
 >>> from client_sdk.secagg import DeviceSession, RoundParams, SetupRequest
 """
 
+from client_sdk.secagg.attestations import VerifiedAttestations
 from client_sdk.secagg.device import DeviceSession, DeviceStage
 from client_sdk.secagg.errors import (
     MessageError,
@@ -161,6 +168,7 @@ __all__ = [
     "StageError",
     "UnmaskReply",
     "UnmaskRequest",
+    "VerifiedAttestations",
     "advertisement_payload",
     "check_degree",
     "check_input",

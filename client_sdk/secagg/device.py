@@ -15,6 +15,11 @@ Stages (the server's request in, the device's reply out):
    graph neighbour, attested in this run by the device key that signed its round keys,
    no key or device key seen twice, at least ``t`` of them), then Shamir-share the
    masking key and a fresh self-mask seed among them and encrypt each pair of shares.
+   One X25519 agreement per neighbour gives both directions' share keys (HKDF with the
+   sender and recipient in its info); the key for the shares coming back is kept and
+   the encryption pair forgotten. Attestation records already verified in this run
+   may be passed in (:class:`~client_sdk.secagg.attestations.VerifiedAttestations`);
+   every round-key signature is verified in every round.
 3. :meth:`DeviceSession.masked_input` (``MaskedInputRequest`` and the input vector):
    decrypt the shares addressed to it, return the masked vector; the masking key and
    self-mask seed are then forgotten.
@@ -31,8 +36,9 @@ import secrets
 from enum import StrEnum
 from typing import Any, Final, Never
 
+from client_sdk.errors import InvalidArgumentError
 from client_sdk.keys import DeviceKey
-from client_sdk.protocol import verify_attestation
+from client_sdk.secagg.attestations import VerifiedAttestations
 from client_sdk.secagg.errors import MessageError, RoundRefused
 from client_sdk.secagg.keys import (
     KeyPair,
@@ -64,7 +70,7 @@ from client_sdk.secagg.shares import (
 __all__ = ["DeviceSession", "DeviceStage"]
 
 _FORMAT: Final = "moodfed-secagg-device-session"
-_VERSION: Final = 1
+_VERSION: Final = 2  # 2: neighbours hold the key of their shares to this device, not c_pk
 _SEED_BYTES: Final = 32
 
 
@@ -110,7 +116,11 @@ class DeviceSession:
         held: dict[int, tuple[int, int]] | None = None,
         refusal: str | None = None,
     ) -> None:
-        """Rebuild a session; use :meth:`start` or :meth:`from_bytes` instead."""
+        """Rebuild a session; use :meth:`start` or :meth:`from_bytes` instead.
+
+        ``neighbours`` maps each accepted neighbour to (the key of the shares it
+        encrypts to this device, its ``s_pk``).
+        """
         self._params = params
         self._node_id = node_id
         self._device_key = device_key
@@ -165,11 +175,23 @@ class DeviceSession:
 
     # -- stage 2 ------------------------------------------------------------------
 
-    def share_keys(self, request: ShareKeysRequest) -> ShareKeysReply:
-        """Check every neighbour's signed keys, then send each its encrypted shares."""
-        self._expect(DeviceStage.ADVERTISED)
-        c, s = self._keys()
+    def share_keys(
+        self, request: ShareKeysRequest, *, verified: VerifiedAttestations | None = None
+    ) -> ShareKeysReply:
+        """Check every neighbour's signed keys, then send each its encrypted shares.
+
+        ``verified`` holds the attestation records this device already verified in this
+        run (kept by the caller between rounds); the ones verified now are added to it.
+        """
         params, me = self._params, self._node_id
+        if verified is None:
+            verified = VerifiedAttestations(run_id=params.run_id)
+        elif verified.run_id != params.run_id:
+            raise InvalidArgumentError(
+                f"verified attestations of run {verified.run_id} given for run {params.run_id}"
+            )
+        self._expect(DeviceStage.ADVERTISED)
+        c, s = self._c_key(), self._s_key()
         graph = set(params.neighbours(me))
         seen_keys = {c.public, s.public}
         seen_devices = {self._device_key}
@@ -181,13 +203,7 @@ class DeviceSession:
             if node in accepted:
                 self._refuse(f"node {node} is listed twice")
             att = item.attestation
-            if not verify_attestation(
-                device_key=att.device_key,
-                signature=att.signature,
-                run_id=params.run_id,
-                node_id=node,
-                nonce=att.nonce,
-            ):
+            if not verified.check(node_id=node, attestation=att):
                 self._refuse(f"node {node}'s attestation does not verify")
             if not verify_advertisement(
                 device_key=att.device_key,
@@ -215,8 +231,11 @@ class DeviceSession:
         key_shares = split_secret(s.private, threshold=params.threshold, xs=xs)
         mask_shares = split_secret(self_seed, threshold=params.threshold, xs=xs)
         ciphertexts = []
+        neighbours: dict[int, tuple[bytes, bytes]] = {}
         for node, key_share, mask_share in zip(holders, key_shares, mask_shares, strict=True):
-            key = self._share_key(c, accepted[node][0], sender=me, recipient=node)
+            c_pk, s_pk = accepted[node]
+            shared = self._agree(c, c_pk, node)
+            key = share_key(shared, context=params.context, sender=me, recipient=node)
             ciphertexts.append(
                 encrypt_shares(
                     key,
@@ -227,8 +246,11 @@ class DeviceSession:
                     mask_share=mask_share,
                 )
             )
-        self._neighbours = accepted
+            back = share_key(shared, context=params.context, sender=node, recipient=me)
+            neighbours[node] = (back, s_pk)
+        self._neighbours = neighbours
         self._self_seed = self_seed
+        self._c = None  # every share key is derived: the encryption pair is done with
         self._stage = DeviceStage.SHARED
         return ShareKeysReply(ids=tuple(holders), ciphertexts=tuple(ciphertexts))
 
@@ -243,7 +265,7 @@ class DeviceSession:
         params, me = self._params, self._node_id
         x = check_input(vector, length=params.vector_length, modulus_bits=params.modulus_bits)
         self._expect(DeviceStage.SHARED)
-        c, s = self._keys()
+        s = self._s_key()
         if self._self_seed is None:
             self._refuse("the session lost its self-mask seed")
         held: dict[int, tuple[int, int]] = {}
@@ -252,12 +274,12 @@ class DeviceSession:
             keys = self._neighbours.get(sender)
             if keys is None:
                 self._refuse(f"shares from node {sender}, which is not an accepted neighbour")
-            key = self._share_key(c, keys[0], sender=sender, recipient=me)
+            key, s_pk = keys
             try:
                 held[sender] = decrypt_shares(
                     key, ciphertext, context=params.context, sender=sender, recipient=me
                 )
-                shared = s.agree(keys[1])
+                shared = s.agree(s_pk)
             except ValueError as exc:
                 self._refuse(str(exc))
             seeds[sender] = pair_seed(shared, context=params.context, node_a=me, node_b=sender)
@@ -356,7 +378,9 @@ class DeviceSession:
             "c_sk": hexed(self._c.private) if self._c else None,
             "s_sk": hexed(self._s.private) if self._s else None,
             "self_seed": hexed(self._self_seed),
-            "neighbours": [[node, hexed(c), hexed(s)] for node, (c, s) in self._neighbours.items()],
+            "neighbours": [
+                [node, hexed(key), hexed(s_pk)] for node, (key, s_pk) in self._neighbours.items()
+            ],
             "held": [
                 [node, hexed(encode_share(k)), hexed(encode_share(m))]
                 for node, (k, m) in self._held.items()
@@ -431,10 +455,10 @@ class DeviceSession:
         c_sk, s_sk = raw(doc["c_sk"], 32), raw(doc["s_sk"], 32)
         neighbours = {}
         for entry in doc["neighbours"]:
-            node, c_pk, s_pk = entry
+            node, key, s_pk = entry
             if not isinstance(node, int) or not params.has_node(node):
                 raise MessageError("a device session lists a neighbour not in its round")
-            neighbours[node] = (required(raw(c_pk, 32)), required(raw(s_pk, 32)))
+            neighbours[node] = (required(raw(key, 32)), required(raw(s_pk, 32)))
         held = {}
         for entry in doc["held"]:
             node, key_share, mask_share = entry
@@ -482,15 +506,18 @@ class DeviceSession:
         self._self_seed = None
         self._neighbours = {}
 
-    def _keys(self) -> tuple[KeyPair, KeyPair]:
-        if self._c is None or self._s is None:
-            self._refuse("the session lost its round keys")
-        return self._c, self._s
+    def _c_key(self) -> KeyPair:
+        if self._c is None:
+            self._refuse("the session lost its encryption key")
+        return self._c
 
-    def _share_key(self, c: KeyPair, peer_c_pk: bytes, *, sender: int, recipient: int) -> bytes:
+    def _s_key(self) -> KeyPair:
+        if self._s is None:
+            self._refuse("the session lost its masking key")
+        return self._s
+
+    def _agree(self, c: KeyPair, peer_c_pk: bytes, peer: int) -> bytes:
         try:
-            shared = c.agree(peer_c_pk)
+            return c.agree(peer_c_pk)
         except ValueError:
-            peer = sender if recipient == self._node_id else recipient
             self._refuse(f"node {peer}'s encryption key is a low-order point")
-        return share_key(shared, context=self._params.context, sender=sender, recipient=recipient)

@@ -6,6 +6,12 @@ secret half is Shamir-shared so a dropout's masks can be removed). The two publi
 are signed with the device's Ed25519 device key over the round's context digest, so a
 neighbour can check them against the key that attested the node in this run.
 
+The signed bytes (:func:`advertisement_payload`) have a fixed layout, not JSON: every
+device checks every neighbour's signature each round, and an RFC 8785 pass per
+neighbour cost as much as a sixth of the check. The layout starts with the purpose
+string and a zero byte, so it can never be taken for anything else the device key signs
+(consent statements and attestations are JCS objects, which start with ``{``).
+
 Derivations (HKDF-SHA256, salt = the round's context digest):
 
 - share-encryption key for ``sender -> recipient``: ``info = "moodfed-secagg-share-key-v1"
@@ -32,16 +38,16 @@ from typing import Final
 
 import nacl.exceptions
 import nacl.signing
-import rfc8785
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from client_sdk.keys import DeviceKey
-from consent.encoding import b64url_decode, b64url_encode
+from consent.encoding import b64url_decode
 
 __all__ = [
     "ADVERTISEMENT_PURPOSE",
+    "CONTEXT_BYTES",
     "KEY_BYTES",
     "SIGNATURE_BYTES",
     "KeyPair",
@@ -52,9 +58,11 @@ __all__ = [
     "verify_advertisement",
 ]
 
-ADVERTISEMENT_PURPOSE: Final = "moodfed-secagg-keys-v1"
+ADVERTISEMENT_PURPOSE: Final = "moodfed-secagg-keys-v2"
 KEY_BYTES: Final = 32
 SIGNATURE_BYTES: Final = 64
+CONTEXT_BYTES: Final = 32
+_ADVERTISEMENT_PREFIX: Final = ADVERTISEMENT_PURPOSE.encode("ascii") + b"\x00"
 _SHARE_KEY_INFO: Final = b"moodfed-secagg-share-key-v1"
 _PAIR_MASK_INFO: Final = b"moodfed-secagg-pair-mask-v1"
 
@@ -92,16 +100,25 @@ class KeyPair:
 
 
 def advertisement_payload(*, context: bytes, node_id: int, c_pk: bytes, s_pk: bytes) -> bytes:
-    """The exact bytes a device signs to advertise its round keys (RFC 8785 JCS)."""
-    return rfc8785.dumps(
-        {
-            "purpose": ADVERTISEMENT_PURPOSE,
-            "context": context.hex(),
-            "node_id": str(int(node_id)),
-            "c_pk": b64url_encode(c_pk),
-            "s_pk": b64url_encode(s_pk),
-        }
-    )
+    """The exact bytes a device signs to advertise its round keys (127 bytes, fixed layout).
+
+    ``"moodfed-secagg-keys-v2" || 0x00 || context (32) || node_id (8, big-endian) || c_pk
+    (32) || s_pk (32)``. Every field has a fixed length, so the bytes are unambiguous;
+    ``ValueError`` for a field of another length or a node id outside ``[0, 2**64)``.
+
+    >>> len(advertisement_payload(context=bytes(32), node_id=1, c_pk=bytes(32), s_pk=bytes(32)))
+    127
+    """
+    for name, value, size in (
+        ("context", context, CONTEXT_BYTES),
+        ("c_pk", c_pk, KEY_BYTES),
+        ("s_pk", s_pk, KEY_BYTES),
+    ):
+        if not isinstance(value, bytes) or len(value) != size:
+            raise ValueError(f"an advertisement's {name} is {size} bytes")
+    if isinstance(node_id, bool) or not isinstance(node_id, int) or not 0 <= node_id < 1 << 64:
+        raise ValueError("an advertisement's node id is an integer in [0, 2**64)")
+    return _ADVERTISEMENT_PREFIX + context + node_id.to_bytes(8, "big") + c_pk + s_pk
 
 
 def sign_advertisement(
@@ -118,11 +135,10 @@ def verify_advertisement(
 ) -> bool:
     """Whether ``signature`` is ``device_key``'s over this round, node and pair of keys."""
     try:
-        verify_key = nacl.signing.VerifyKey(b64url_decode(device_key, length=32))
-        verify_key.verify(
-            advertisement_payload(context=context, node_id=node_id, c_pk=c_pk, s_pk=s_pk),
-            signature,
-        )
+        payload = advertisement_payload(context=context, node_id=node_id, c_pk=c_pk, s_pk=s_pk)
+        if not isinstance(signature, bytes) or len(signature) != SIGNATURE_BYTES:
+            return False
+        nacl.signing.VerifyKey(b64url_decode(device_key, length=32)).verify(payload, signature)
     except (nacl.exceptions.BadSignatureError, ValueError, TypeError):
         return False
     return True

@@ -199,9 +199,10 @@ def test_a_device_session_round_trips_through_bytes_at_every_stage() -> None:
     [
         lambda d: d[:-5],
         lambda d: b"\xff" + d,
-        lambda d: d.replace(b'"version":1', b'"version":2'),
+        lambda d: d.replace(b'"version":2', b'"version":1'),
         lambda d: d.replace(b'"stage":"shared"', b'"stage":"nowhere"'),
-        lambda d: d.replace(b'"c_sk":"', b'"c_sk":"zz'),
+        lambda d: d.replace(b'"s_sk":"', b'"s_sk":"zz'),
+        lambda d: d.replace(b'"c_sk":null', b'"c_sk":"00"'),
         lambda d: d.replace(b'"node_id":', b'"node_id":1'),
         lambda d: d.replace(b'"refusal":null', b'"refusal":null,"extra":1'),
     ],
