@@ -1048,6 +1048,7 @@ def start_py_spy(
         str(math.ceil(args.warmup + args.seconds)),
         "--rate",
         "100",
+        *(["--gil"] if args.py_spy_gil else []),
         "--format",
         args.py_spy_format,
         "-o",
@@ -1272,6 +1273,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES)
     parser.add_argument("--py-spy", metavar="DIR", help="profile the server with py-spy")
     parser.add_argument("--py-spy-format", default="flamegraph", choices=("flamegraph", "raw"))
+    parser.add_argument(
+        "--py-spy-gil",
+        action="store_true",
+        help="sample only threads holding the GIL: where the Python CPU goes, without the "
+        "waits (fsync, the database, the next request) that plain samples also count",
+    )
     parser.add_argument(
         "--wait-quiet",
         type=float,

@@ -22,11 +22,12 @@ from typing import Any, Literal, ParamSpec, TypeVar
 
 import nacl.signing
 from pydantic import ValidationError
-from sqlalchemy import select, update
+from sqlalchemy import Connection, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
+from consent import queries
 from consent.encoding import b64encode
 from consent.errors import (
     ClockSkewError,
@@ -54,7 +55,6 @@ from consent.models import (
     Receipt,
 )
 from consent.note import Checkpoint, NoteSigner, format_checkpoint
-from consent.queries import device_history, insert_entries, upsert_states
 from consent.settings import ConsentSettings, Policy
 from consent.statement import (
     BAD_SIGNATURE,
@@ -268,18 +268,19 @@ class Ledger:
         pending = [_Pending(accepted) for accepted in batch]
         now = self.clock().timestamp()
         try:
-            with self._write_lock, self._writer_lock.held(), Session(self.writer) as session:
-                head = self._head(session, lock=True)
-                start = head.size
-                self._refuse_replays_and_stale(session, pending, now)
+            with self._write_lock, self._writer_lock.held(), self.writer.connect() as connection:
+                transaction = connection.begin()
+                start = queries.head(connection, lock=True)
+                self._refuse_replays_and_stale(connection, pending, now)
                 good = [p for p in pending if p.error is None]
                 if not good:
+                    transaction.rollback()
                     return [p.error for p in pending if p.error is not None]
                 with self._tree_lock:
-                    self._sync_tree(session, start)
+                    self._sync_tree(connection, start)
                     try:
-                        note = self._write(session, good, now)
-                        session.commit()
+                        note = self._write(connection, good, now)
+                        transaction.commit()
                     except BaseException:
                         self.tree.truncate(start)
                         raise
@@ -291,7 +292,7 @@ class Ledger:
         return [p.error if p.error is not None else receipts[id(p)] for p in pending]
 
     def _refuse_replays_and_stale(
-        self, session: Session, pending: list[_Pending], now: float
+        self, connection: Connection, pending: list[_Pending], now: float
     ) -> None:
         """Refuse a reused nonce, and a statement older than the device's latest one.
 
@@ -303,7 +304,7 @@ class Ledger:
         statements = [p.accepted.record.statement for p in pending]
         devices = sorted({s.device_key for s in statements})
         pairs = {(s.device_key, s.nonce) for s in statements}
-        logged, states = device_history(session, devices, sorted({n for _, n in pairs}))
+        logged, states = queries.device_history(connection, devices, sorted({n for _, n in pairs}))
         used = logged & pairs
         latest = {(key, purpose): min(issued, now) for key, purpose, issued in states}
         for p, s in zip(pending, statements, strict=True):
@@ -320,7 +321,7 @@ class Ledger:
             used.add((s.device_key, s.nonce))
             latest[(s.device_key, s.purpose)] = min(issued, now)
 
-    def _write(self, session: Session, good: list[_Pending], now: float) -> str:
+    def _write(self, connection: Connection, good: list[_Pending], now: float) -> str:
         entries: list[tuple[Any, ...]] = []
         states: dict[tuple[str, str], tuple[Any, ...]] = {}
         for p in good:
@@ -353,13 +354,10 @@ class Ledger:
             )
         size = self.tree.size
         note = self._sign(size)
-        insert_entries(session, entries)
-        upsert_states(session, states.values())
-        session.execute(
-            CHECKPOINTS_TABLE.insert(),
-            [{"size": size, "root_hash": self.tree.root(size), "note": note}],
-        )
-        session.execute(update(LogHead).where(col(LogHead.id) == 1).values(size=size, note=note))
+        queries.insert_entries(connection, entries)
+        queries.upsert_states(connection, list(states.values()))
+        queries.insert_checkpoint(connection, size, self.tree.root(size), note)
+        queries.set_head(connection, size, note)
         return note
 
     def _sign(self, size: int) -> str:
@@ -401,17 +399,12 @@ class Ledger:
 
     # -- the tree cache ------------------------------------------------------------
 
-    def _sync_tree(self, session: Session, size: int) -> None:
+    def _sync_tree(self, connection: Connection, size: int) -> None:
         """Bring the in-memory tree to ``size`` leaves (other processes may have appended)."""
         if self.tree.size > size:
             self.tree.truncate(size)
         if self.tree.size < size:
-            rows = session.execute(
-                select(col(LogEntry.leaf_hash))
-                .where(col(LogEntry.index) >= self.tree.size, col(LogEntry.index) < size)
-                .order_by(col(LogEntry.index))
-            ).scalars()
-            for leaf_hash in rows:
+            for leaf_hash in queries.leaf_hashes(connection, self.tree.size, size):
                 self.tree.append(leaf_hash)
             if self.tree.size != size:
                 raise LogIntegrityError("the log has a gap: run `moodfed consent audit`")
@@ -420,7 +413,7 @@ class Ledger:
         if self.tree.size < size:
             with self._tree_lock, Session(self.reader) as session:
                 if self.tree.size < size:
-                    self._sync_tree(session, self._head(session).size)
+                    self._sync_tree(session.connection(), self._head(session).size)
         return self.tree
 
     def _ensure_initial_checkpoint(self) -> None:
@@ -436,7 +429,7 @@ class Ledger:
                 session.commit()
             else:
                 with self._tree_lock:
-                    self._sync_tree(session, head.size)
+                    self._sync_tree(session.connection(), head.size)
 
     # -- reads ---------------------------------------------------------------------
 

@@ -1,26 +1,28 @@
-"""The ledger's bulk SQL: one statement per step of a batch, whatever the batch's size.
+"""The ledger's SQL, one statement per step of a batch whatever the batch's size.
 
-On PostgreSQL a list of keys travels as one array parameter (``= ANY(:keys)``) and rows
-as one array per column (``INSERT ... SELECT * FROM unnest(...)``): the statement text
-is the same for every batch, so psycopg prepares it once, and the server parses eight
-parameters instead of 8 x 512. (With ``IN (512 parameters)`` the server re-planned a new
-statement per batch size, and a generic plan made while the table was small scanned it
-whole: about 2 s a batch while seeding.) On SQLite, ``IN`` lists and ``executemany``
-run in the library's C loop, which is already the fast path there.
+Statements go to the driver as written (``exec_driver_sql``): the write path runs
+eight statements a batch, and the ORM's per-statement work (compiling, caching, row
+objects) cost more CPU than the rows themselves. On PostgreSQL a list of keys travels
+as one array parameter (``= ANY(%s)``) and rows as one array per column (``INSERT ...
+SELECT * FROM unnest(...)``): the statement text is the same for every batch, so
+psycopg prepares it once, and the server parses nine parameters instead of 9 x 512.
+(With ``IN (512 parameters)`` the server planned a new statement per batch size, and a
+generic plan made while the table was small scanned it whole: about 2 s a batch while
+seeding.) On SQLite, ``IN`` lists and ``executemany`` run in the library's C loop,
+which is already the fast path there.
 """
+
+# ruff: noqa: S608
+# (S608: the SQL text is built from this module's constant column names and placeholders
+# only; every value travels as a driver parameter.)
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, text
-from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import Session
-from sqlalchemy.types import String
-
-from consent.store import ENTRIES_TABLE, STATES_TABLE
+from sqlalchemy import Connection
 
 __all__ = [
     "ENTRY_COLUMNS",
@@ -28,9 +30,12 @@ __all__ = [
     "StateRow",
     "changed_states",
     "device_history",
+    "head",
+    "insert_checkpoint",
     "insert_entries",
-    "is_postgres",
+    "leaf_hashes",
     "read_states",
+    "set_head",
     "upsert_states",
 ]
 
@@ -55,7 +60,7 @@ STATE_COLUMNS = (
     "policy_version",
     "index",
 )
-_PG_TYPES = {
+_PG_ARRAYS = {
     "index": "integer[]",
     "leaf": "bytea[]",
     "leaf_hash": "bytea[]",
@@ -67,112 +72,167 @@ StateRow = tuple[str, str, str, float | None]
 """``(device_key, purpose, action, expires_epoch)``: what eligibility needs of a state."""
 
 
-def is_postgres(session: Session) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
-
-
-def _unnest(columns: Sequence[str]) -> str:
-    """One array parameter per column (the names are this module's constants)."""
-    arrays = ", ".join(f"CAST(:{c} AS {_PG_TYPES.get(c, 'varchar[]')})" for c in columns)
-    return f"SELECT * FROM unnest({arrays})"  # noqa: S608  # constant column names only
-
-
-def _quoted(columns: Sequence[str]) -> str:
+def _names(columns: Sequence[str]) -> str:
     return ", ".join(f'"{c}"' for c in columns)
 
 
-_PG_INSERT_ENTRIES = text(
-    f"INSERT INTO log_entries ({_quoted(ENTRY_COLUMNS)}) {_unnest(ENTRY_COLUMNS)}"
-)
-_PG_UPSERT_STATES = text(
-    f"INSERT INTO consent_states ({_quoted(STATE_COLUMNS)}) {_unnest(STATE_COLUMNS)} "
-    'ON CONFLICT ("device_key", "purpose") DO UPDATE SET '
-    + ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in STATE_COLUMNS[2:])
-)
-_KEYS = bindparam("keys", type_=ARRAY(String))
-_PG_HISTORY = text(
-    'SELECT "device_key", "nonce", NULL, NULL FROM log_entries '
-    'WHERE "device_key" = ANY(:keys) AND "nonce" = ANY(:nonces) '
-    "UNION ALL "
-    'SELECT "device_key", NULL, "purpose", "issued_epoch" FROM consent_states '
-    'WHERE "device_key" = ANY(:keys)'
-).bindparams(_KEYS, bindparam("nonces", type_=ARRAY(String)))
-_SQLITE_NONCES = text(
-    'SELECT "device_key", "nonce" FROM log_entries WHERE "device_key" IN :keys'
-).bindparams(bindparam("keys", expanding=True))
-_SQLITE_LATEST = text(
-    'SELECT "device_key", "purpose", "issued_epoch" FROM consent_states WHERE "device_key" IN :keys'
-).bindparams(bindparam("keys", expanding=True))
-_CHANGED = text(
-    'SELECT s."device_key", s."purpose", s."action", s."expires_epoch" '
-    "FROM log_entries e JOIN consent_states s "
-    'ON s."device_key" = e."device_key" AND s."purpose" = e."purpose" '
-    'WHERE e."index" >= :start AND e."index" < :end'
-)
-_ALL_STATES = text('SELECT "device_key", "purpose", "action", "expires_epoch" FROM consent_states')
+def _updates(columns: Sequence[str]) -> str:
+    return ", ".join(f'"{c}" = excluded."{c}"' for c in columns)
+
+
+@dataclass(frozen=True, slots=True)
+class _Sql:
+    """One dialect's statements (the column names are this module's constants)."""
+
+    head: str
+    head_for_update: str
+    set_head: str
+    insert_checkpoint: str
+    insert_entries: str
+    upsert_states: str
+    leaf_hashes: str
+    changed: str
+    all_states: str
+
+
+def _sql(placeholder: str, *, postgres: bool) -> _Sql:
+    p = placeholder
+    if postgres:
+        arrays = ", ".join(f"{p}::{_PG_ARRAYS.get(c, 'varchar[]')}" for c in ENTRY_COLUMNS)
+        insert_entries = (
+            f"INSERT INTO log_entries ({_names(ENTRY_COLUMNS)}) SELECT * FROM unnest({arrays})"
+        )
+        arrays = ", ".join(f"{p}::{_PG_ARRAYS.get(c, 'varchar[]')}" for c in STATE_COLUMNS)
+        upsert_source = f"SELECT * FROM unnest({arrays})"
+    else:
+        insert_entries = (
+            f"INSERT INTO log_entries ({_names(ENTRY_COLUMNS)}) "
+            f"VALUES ({', '.join([p] * len(ENTRY_COLUMNS))})"
+        )
+        upsert_source = f"VALUES ({', '.join([p] * len(STATE_COLUMNS))})"
+    return _Sql(
+        head="SELECT size FROM log_head WHERE id = 1",
+        head_for_update="SELECT size FROM log_head WHERE id = 1"
+        + (" FOR UPDATE" if postgres else ""),
+        set_head=f"UPDATE log_head SET size = {p}, note = {p} WHERE id = 1",
+        insert_checkpoint="INSERT INTO log_checkpoints (size, root_hash, note) "
+        f"VALUES ({p}, {p}, {p})",
+        insert_entries=insert_entries,
+        upsert_states=f"INSERT INTO consent_states ({_names(STATE_COLUMNS)}) {upsert_source} "
+        f'ON CONFLICT ("device_key", "purpose") DO UPDATE SET {_updates(STATE_COLUMNS[2:])}',
+        leaf_hashes=f'SELECT leaf_hash FROM log_entries WHERE "index" >= {p} AND "index" < {p} '
+        'ORDER BY "index"',
+        changed='SELECT s."device_key", s."purpose", s."action", s."expires_epoch" '
+        "FROM log_entries e JOIN consent_states s "
+        'ON s."device_key" = e."device_key" AND s."purpose" = e."purpose" '
+        f'WHERE e."index" >= {p} AND e."index" < {p}',
+        all_states='SELECT "device_key", "purpose", "action", "expires_epoch" FROM consent_states',
+    )
+
+
+_SQLITE = _sql("?", postgres=False)
+_POSTGRES = _sql("%s", postgres=True)
+
+
+def _for(connection: Connection) -> _Sql:
+    return _POSTGRES if connection.dialect.name == "postgresql" else _SQLITE
+
+
+def _is_postgres(connection: Connection) -> bool:
+    return connection.dialect.name == "postgresql"
+
+
+def head(connection: Connection, *, lock: bool = False) -> int:
+    """The log's size; ``lock``: the row writers serialise on (FOR UPDATE on PostgreSQL;
+    SQLite's writers hold the database's write lock from BEGIN IMMEDIATE on)."""
+    sql = _for(connection)
+    size: int = connection.exec_driver_sql(sql.head_for_update if lock else sql.head).scalar_one()
+    return size
+
+
+def set_head(connection: Connection, size: int, note: str) -> None:
+    connection.exec_driver_sql(_for(connection).set_head, (size, note))
+
+
+def insert_checkpoint(connection: Connection, size: int, root_hash: bytes, note: str) -> None:
+    connection.exec_driver_sql(_for(connection).insert_checkpoint, (size, root_hash, note))
 
 
 def device_history(
-    session: Session, devices: Sequence[str], nonces: Sequence[str]
+    connection: Connection, devices: Sequence[str], nonces: Sequence[str]
 ) -> tuple[set[tuple[str, str]], list[tuple[str, str, float]]]:
-    """The ``(device_key, nonce)`` pairs already logged for these devices (a superset of
-    the ones asked about, on SQLite), and their ``(device_key, purpose, issued_epoch)``."""
-    if is_postgres(session):
-        used: set[tuple[str, str]] = set()
-        latest: list[tuple[str, str, float]] = []
-        for key, nonce, purpose, issued in session.execute(
-            _PG_HISTORY, {"keys": list(devices), "nonces": list(nonces)}
-        ):
-            if nonce is not None:
-                used.add((key, nonce))
-            else:
-                latest.append((key, purpose, issued))
-        return used, latest
-    # By the indexed device_key, then filtered by the caller: a row-value IN over
-    # (device_key, nonce) made SQLite scan the whole log on every batch.
-    used = {(key, nonce) for key, nonce in session.execute(_SQLITE_NONCES, {"keys": devices})}
-    latest = [
-        (key, purpose, issued)
-        for key, purpose, issued in session.execute(_SQLITE_LATEST, {"keys": devices})
-    ]
-    return used, latest
-
-
-def insert_entries(session: Session, rows: list[tuple[Any, ...]]) -> None:
-    """Insert log entries, each a tuple in :data:`ENTRY_COLUMNS` order."""
-    if is_postgres(session):
-        session.execute(_PG_INSERT_ENTRIES, _columns(ENTRY_COLUMNS, rows))
+    """Of these devices: the ``(device_key, nonce)`` pairs already logged (a superset of
+    those asked about) and the ``(device_key, purpose, issued_epoch)`` of their states."""
+    if _is_postgres(connection):
+        used = {
+            (key, nonce)
+            for key, nonce in connection.exec_driver_sql(
+                'SELECT "device_key", "nonce" FROM log_entries '
+                'WHERE "device_key" = ANY(%s) AND "nonce" = ANY(%s)',
+                (list(devices), list(nonces)),
+            )
+        }
+        rows = connection.exec_driver_sql(
+            'SELECT "device_key", "purpose", "issued_epoch" FROM consent_states '
+            'WHERE "device_key" = ANY(%s)',
+            (list(devices),),
+        )
     else:
-        named = [dict(zip(ENTRY_COLUMNS, row, strict=True)) for row in rows]
-        session.execute(ENTRIES_TABLE.insert(), named)
+        # By device_key (the unique index's first column), filtered by the caller: a
+        # row-value IN over (device_key, nonce) made SQLite scan the whole log.
+        marks = ", ".join("?" * len(devices))
+        used = {
+            (key, nonce)
+            for key, nonce in connection.exec_driver_sql(
+                f'SELECT "device_key", "nonce" FROM log_entries WHERE "device_key" IN ({marks})',
+                tuple(devices),
+            )
+        }
+        rows = connection.exec_driver_sql(
+            'SELECT "device_key", "purpose", "issued_epoch" FROM consent_states '
+            f'WHERE "device_key" IN ({marks})',  # placeholders only
+            tuple(devices),
+        )
+    return used, [(key, purpose, issued) for key, purpose, issued in rows]
 
 
-def upsert_states(session: Session, rows: Iterable[tuple[Any, ...]]) -> None:
+def insert_entries(connection: Connection, rows: list[tuple[Any, ...]]) -> None:
+    """Insert log entries, each a tuple in :data:`ENTRY_COLUMNS` order."""
+    sql = _for(connection)
+    if _is_postgres(connection):
+        connection.exec_driver_sql(sql.insert_entries, _columns(rows))
+    else:
+        connection.exec_driver_sql(sql.insert_entries, rows)
+
+
+def upsert_states(connection: Connection, rows: list[tuple[Any, ...]]) -> None:
     """Insert or replace the latest state per (device_key, purpose), rows in
     :data:`STATE_COLUMNS` order with no two for the same pair."""
-    rows = list(rows)
-    if is_postgres(session):
-        session.execute(_PG_UPSERT_STATES, _columns(STATE_COLUMNS, rows))
-        return
-    statement = sqlite_insert(STATES_TABLE)
-    statement = statement.on_conflict_do_update(
-        index_elements=["device_key", "purpose"],
-        set_={c: statement.excluded[c] for c in STATE_COLUMNS[2:]},
-    )
-    session.execute(statement, [dict(zip(STATE_COLUMNS, r, strict=True)) for r in rows])
+    sql = _for(connection)
+    if _is_postgres(connection):
+        connection.exec_driver_sql(sql.upsert_states, _columns(rows))
+    else:
+        connection.exec_driver_sql(sql.upsert_states, rows)
 
 
-def changed_states(session: Session, start: int, end: int) -> list[StateRow]:
+def leaf_hashes(connection: Connection, start: int, end: int) -> list[bytes]:
+    """The leaf hashes of entries ``start`` to ``end`` (exclusive), in order."""
+    result = connection.exec_driver_sql(_for(connection).leaf_hashes, (start, end))
+    return [bytes(leaf_hash) for (leaf_hash,) in result]
+
+
+def changed_states(connection: Connection, start: int, end: int) -> list[StateRow]:
     """The current state of every (device, purpose) with an entry in ``[start, end)``."""
-    rows = session.execute(_CHANGED, {"start": start, "end": end})
+    rows = connection.exec_driver_sql(_for(connection).changed, (start, end))
     return [(key, purpose, action, expires) for key, purpose, action, expires in rows]
 
 
-def read_states(session: Session) -> list[StateRow]:
+def read_states(connection: Connection) -> list[StateRow]:
     """Every (device, purpose)'s current state."""
-    rows = session.execute(_ALL_STATES)
+    rows = connection.exec_driver_sql(_for(connection).all_states)
     return [(key, purpose, action, expires) for key, purpose, action, expires in rows]
 
 
-def _columns(names: Sequence[str], rows: list[tuple[Any, ...]]) -> dict[str, list[Any]]:
-    return {name: list(values) for name, values in zip(names, zip(*rows, strict=True), strict=True)}
+def _columns(rows: list[tuple[Any, ...]]) -> tuple[list[Any], ...]:
+    """Rows as one list per column: the arrays ``unnest`` turns back into rows."""
+    return tuple(list(column) for column in zip(*rows, strict=True))

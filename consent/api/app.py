@@ -14,6 +14,7 @@ from fastapi.responses import PlainTextResponse
 from consent.api import consents, eligibility
 from consent.api import log as log_routes
 from consent.api.access import AccessLogMiddleware
+from consent.api.consents import AppendRoute
 from consent.api.errors import install_error_handlers
 from consent.batcher import AppendBatcher
 from consent.ledger import Clock, Ledger
@@ -52,6 +53,7 @@ def create_app(
     )
     app.state.settings = settings
     install_error_handlers(app)
+    app.add_middleware(AppendRoute)  # inside the access log: appends are logged too
     if settings.access_log:
         app.add_middleware(
             AccessLogMiddleware,

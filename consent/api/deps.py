@@ -34,6 +34,7 @@ __all__ = [
     "get_settings",
     "read_json_body",
     "require_eligibility_token",
+    "too_large",
 ]
 
 JSON = "application/json"
@@ -91,6 +92,11 @@ async def require_eligibility_token(credentials: Credentials, settings: Settings
         )
 
 
+def too_large(limit: int) -> str:
+    """The 413's detail."""
+    return f"the body is larger than {limit} bytes"
+
+
 async def read_json_body(request: Request, limit: int, check: BodyCheck | None = None) -> bytes:
     """The request body, refused (413) past ``limit`` bytes without reading it all.
 
@@ -109,13 +115,13 @@ async def read_json_body(request: Request, limit: int, check: BodyCheck | None =
         or len(declared) > 18
         or int(declared) > limit
     ):
-        raise HTTPException(413, f"the body is larger than {limit} bytes")
+        raise HTTPException(413, too_large(limit))
     body = bytearray()
     try:
         async for chunk in request.stream():
             body += chunk
             if len(body) > limit:
-                raise HTTPException(413, f"the body is larger than {limit} bytes")
+                raise HTTPException(413, too_large(limit))
             if check is not None and chunk:
                 check(chunk)
     except ClientDisconnect:
