@@ -7,6 +7,12 @@ so two devices given different parameters (a different cohort, graph, threshold 
 modulus) cannot complete a key exchange with each other: along the graph's edges every
 device checks that its neighbours hold the same round.
 
+The JCS bytes are written by the standard library's ``json`` (sorted keys, no spaces):
+for this object (ASCII keys, integers below 2**53, strings of printable ASCII) that is
+byte for byte what RFC 8785 asks for (the tests compare it with ``rfc8785``), and a
+device rebuilds the parameters at every stage, where ``rfc8785``'s pure-Python writer
+took 0.4 ms for a 500-node ring.
+
 >>> params = RoundParams(
 ...     run_id=1, round_label="train/1", ring=(30, 10, 20), degree=2, threshold=2,
 ...     min_survivors=3, modulus_bits=32, vector_length=4,
@@ -18,11 +24,10 @@ device checks that its neighbours hold the same round.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
-
-import rfc8785
 
 from client_sdk.secagg.errors import MessageError
 from client_sdk.secagg.graph import check_degree, neighbours
@@ -120,9 +125,21 @@ class RoundParams:
         if not 1 <= self.vector_length <= MAX_VECTOR_LENGTH:
             raise MessageError(f"vector_length must be in [1, {MAX_VECTOR_LENGTH}]")
         object.__setattr__(self, "_positions", positions)
-        object.__setattr__(self, "context", hashlib.sha256(rfc8785.dumps(self._jcs())).digest())
+        object.__setattr__(self, "context", hashlib.sha256(self.jcs()).digest())
 
-    def _jcs(self) -> dict[str, Any]:
+    def jcs(self) -> bytes:
+        """The RFC 8785 (JCS) bytes whose SHA-256 is :attr:`context`.
+
+        Every string here is printable ASCII (checked above) and every number an
+        integer below 2**53, where ``json.dumps`` with sorted keys and no whitespace
+        writes exactly the JCS bytes: the same escapes (only ``"`` and ``\\``), the
+        same key order, the same integers.
+        """
+        return json.dumps(
+            self._fields_for_context(), sort_keys=True, separators=(",", ":"), ensure_ascii=True
+        ).encode("ascii")
+
+    def _fields_for_context(self) -> dict[str, Any]:
         # Ids as decimal strings: JSON numbers lose precision past 2**53.
         return {
             "purpose": CONTEXT_PURPOSE,

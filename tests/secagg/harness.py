@@ -40,6 +40,7 @@ from client_sdk.secagg import (
     ShareKeysRequest,
     UnmaskReply,
     UnmaskRequest,
+    VerifiedAttestations,
 )
 from client_sdk.secagg.messages import AdvertiseKeysReply
 from server.secagg import ServerSession, choose_graph
@@ -152,10 +153,15 @@ class Federation:
         drop: Mapping[str, Iterable[int]] | None = None,
         tamper: Tamper | None = None,
         minimum_survivors: int = 0,
+        verified: Mapping[int, VerifiedAttestations] | None = None,
     ) -> Outcome:
-        """Run one round; ``drop[stage]`` are the devices that go silent before ``stage``."""
+        """Run one round; ``drop[stage]`` are the devices that go silent before ``stage``.
+
+        ``verified`` holds each device's attestations verified earlier in the run (as a
+        ClientApp keeps them in its state); they are updated in place.
+        """
         drop = drop or {}
-        round_ = Round(self, params or self.params(), tamper, minimum_survivors)
+        round_ = Round(self, params or self.params(), tamper, minimum_survivors, verified)
         round_.advertise(drop.get("advertise", ()))
         round_.share_keys(drop.get("share-keys", ()))
         round_.masked_input(vectors, drop.get("masked-input", ()))
@@ -172,9 +178,11 @@ class Round:
         params: RoundParams,
         tamper: Tamper | None = None,
         minimum_survivors: int = 0,
+        verified: Mapping[int, VerifiedAttestations] | None = None,
     ) -> None:
         self.fed = fed
         self.params = params
+        self.verified = verified or {}
         self.tamper: Tamper = tamper or (lambda stage, node, message: message)
         self.corrupt: Tamper = lambda stage, node, message: message
         """Applied to each device's reply before it leaves (a misbehaving device)."""
@@ -245,11 +253,11 @@ class Round:
         self.up[node] += len(data)
         return data
 
-    def _session(self, node: int, method: str, *args: Any) -> Callable[[], Any]:
+    def _session(self, node: int, method: str, *args: Any, **kwargs: Any) -> Callable[[], Any]:
         def work() -> Any:
             session = DeviceSession.from_bytes(self.state[node])
             try:
-                return getattr(session, method)(*args)
+                return getattr(session, method)(*args, **kwargs)
             finally:
                 self.state[node] = session.to_bytes()
 
@@ -315,7 +323,12 @@ class Round:
             self._server("share-keys", self.server.share_keys_requests), drop
         ):
             message = self._deliver("share-keys", node, request, ShareKeysRequest)
-            data = self._device("share-keys", node, self._session(node, "share_keys", message))
+            verified = self.verified.get(node)
+            if verified is None:
+                work = self._session(node, "share_keys", message)
+            else:
+                work = self._session(node, "share_keys", message, verified=verified)
+            data = self._device("share-keys", node, work)
             if data is not None:
                 receive = self.server.receive_share_keys
                 self._take("share-keys", node, data, ShareKeysReply, receive)

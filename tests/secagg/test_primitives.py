@@ -15,6 +15,7 @@ from client_sdk.errors import InvalidArgumentError
 from client_sdk.secagg import (
     PRIME,
     KeyPair,
+    RoundParams,
     combine_shares,
     decrypt_shares,
     encrypt_shares,
@@ -202,3 +203,37 @@ def test_the_field_is_the_least_prime_above_2_to_the_256() -> None:
 
     assert PRIME == 2**256 + 297 and isPrime(PRIME)
     assert not any(isPrime(2**256 + c) for c in range(1, 297))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    label=st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), min_size=1, max_size=200),
+    ring=st.lists(st.integers(0, 2**64 - 1), min_size=3, max_size=40, unique=True),
+    run_id=st.integers(0, 2**64 - 1),
+    vector_length=st.integers(1, 1 << 24),
+    modulus_bits=st.integers(1, 64),
+)
+def test_the_round_context_hashes_exactly_the_rfc8785_bytes_of_the_parameters(
+    label: str, ring: list[int], run_id: int, vector_length: int, modulus_bits: int
+) -> None:
+    import hashlib
+    import json
+
+    import rfc8785
+
+    n = len(ring)
+    params = RoundParams(
+        run_id=run_id,
+        round_label=label,
+        ring=tuple(ring),
+        degree=n - 1,
+        threshold=n - 1,
+        min_survivors=n,
+        modulus_bits=modulus_bits,
+        vector_length=vector_length,
+    )
+
+    assert rfc8785.dumps(json.loads(params.jcs())) == params.jcs()
+    assert json.loads(params.jcs())["ring"] == [str(node) for node in ring]
+    assert json.loads(params.jcs())["round"] == label
+    assert params.context == hashlib.sha256(params.jcs()).digest()
