@@ -84,10 +84,15 @@ def split_secret(secret: bytes, *, threshold: int, xs: Sequence[int]) -> list[in
 @lru_cache(maxsize=256)
 def _lagrange_at_zero(xs: tuple[int, ...]) -> tuple[int, ...]:
     # lambda_j = prod_{m != j} x_m / (x_m - x_j); the products are of small integers
-    # (ring positions), so they are exact before one reduction each, and the
-    # denominators are inverted together (Montgomery's trick: one modular inverse).
-    numerators = [math.prod(m for m in xs if m != x) % PRIME for x in xs]
-    denominators = [math.prod(m - x for m in xs if m != x) % PRIME for x in xs]
+    # (ring positions), so they are exact before one reduction each (a numerator is the
+    # product of all xs divided by x_j), and the denominators are inverted together
+    # (Montgomery's trick: one modular inverse).
+    everything = math.prod(xs)
+    numerators = [everything // x % PRIME for x in xs]
+    denominators = [
+        math.prod([m - x for m in xs[:j]]) * math.prod([m - x for m in xs[j + 1 :]]) % PRIME
+        for j, x in enumerate(xs)
+    ]
     prefix = [1]
     for value in denominators:
         prefix.append(prefix[-1] * value % PRIME)
