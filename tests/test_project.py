@@ -125,3 +125,5 @@ def test_moodfed_demo_runs_the_whole_platform() -> None:
     assert "withdrew before round 2" in out
     assert "analytics: 1 weekly release(s) of 4 queries" in out
     assert "consent ledger audit passed" in out
+    # The accounting line names what each user was charged for: secure rounds by default.
+    assert "Poisson-subsampled distributed Skellam" in " ".join(out.split())

@@ -39,6 +39,13 @@ __all__ = ["TrainReport", "ray_backend_config", "run_train"]
 log = logging.getLogger(__name__)
 
 
+# What each user is charged per round, by aggregation mode (privacy.Accountant's events).
+_MECHANISM = {
+    "secure": "Poisson-subsampled distributed Skellam (noise added on the devices)",
+    "central": "Poisson-subsampled Gaussian (noise added by the server)",
+}
+
+
 def ray_backend_config(*, cpus: int | None = None, cpus_per_device: int = 1) -> dict[str, Any]:
     """Ray settings for a small machine: one CPU per virtual device, quiet logs.
 
@@ -200,7 +207,7 @@ def _print_summary(console: Console, report: TrainReport, settings: SimSettings)
         f"privacy spent: ε={epsilon:.4f} at δ={settings.delta:g} "
         f"(budget ε={settings.epsilon_budget:g}, σ={settings.noise_multiplier:g}, "
         f"C={settings.clipping_norm:g}, {settings.accounting.upper()} accountant, "
-        "Poisson-subsampled Gaussian per user)"
+        f"{_MECHANISM[settings.aggregation]} per user)"
     )
     if report.withdrawn:
         console.print(
