@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -55,6 +54,7 @@ from consent.models import (
     Receipt,
 )
 from consent.note import Checkpoint, NoteSigner, format_checkpoint
+from consent.secret_files import SecretFileError, load_or_create_seed_file
 from consent.settings import ConsentSettings, Policy
 from consent.statement import (
     BAD_SIGNATURE,
@@ -127,22 +127,14 @@ def _reads(doing: str) -> Callable[[Callable[_P, _T]], Callable[_P, _T]]:
 
 
 def load_or_create_log_key(path: Path) -> nacl.signing.SigningKey:
-    """The log's Ed25519 key: a 32-byte seed in a file created with mode 0600."""
-    if path.exists():
-        seed = path.read_bytes()
-        if len(seed) != 32:
-            raise KeyFileError(f"log key file {path} does not hold a 32-byte Ed25519 seed")
-        return nacl.signing.SigningKey(seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    seed = os.urandom(32)
+    """The log's Ed25519 key: a 32-byte seed in a file created with mode 0600.
+
+    Unlike the witness's key, an existing file's mode is not checked.
+    """
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another worker won the race: use its key
-        return load_or_create_log_key(path)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(seed)
-        handle.flush()
-        os.fsync(handle.fileno())
+        seed = load_or_create_seed_file(path, name="log key file", owner_only=False)
+    except SecretFileError as error:
+        raise KeyFileError(str(error)) from error
     return nacl.signing.SigningKey(seed)
 
 

@@ -1,14 +1,18 @@
 """Secrets from files only their owner can read: never from argv, which ``ps`` shows.
 
-The one reader of such files for the consent service, the ServerApp and the dashboard.
+The one reader of such files for the consent service, the ServerApp and the dashboard,
+and the one keeper of the Ed25519 seed files of the log and the witness.
 """
 
 from __future__ import annotations
 
+import os
 import stat
 from pathlib import Path
 
-__all__ = ["SecretFileError", "read_secret_file"]
+__all__ = ["SecretFileError", "load_or_create_seed_file", "read_secret_file"]
+
+_SEED_BYTES = 32
 
 
 class SecretFileError(ValueError):
@@ -39,3 +43,33 @@ def read_secret_file(path: Path) -> str:
     if not secret:
         raise SecretFileError(f"the secret file {path} is empty")
     return secret
+
+
+def load_or_create_seed_file(path: Path, *, name: str, owner_only: bool) -> bytes:
+    """The 32-byte Ed25519 seed in ``path``; made (mode 0600, written and fsynced) if absent.
+
+    ``name`` ("log key file") starts every error message. With ``owner_only`` a file the
+    group or others can access is refused, naming the ``chmod``: whoever reads the seed
+    signs in its owner's name. Of two processes creating the file at once, the second
+    uses the first one's seed.
+    """
+    if path.exists():
+        if owner_only:
+            mode = stat.S_IMODE(path.stat().st_mode)
+            if mode & 0o077:
+                raise SecretFileError(f"{name} {path} has mode {mode:04o}; run `chmod 600 {path}`")
+        seed = path.read_bytes()
+        if len(seed) != _SEED_BYTES:
+            raise SecretFileError(f"{name} {path} does not hold a 32-byte Ed25519 seed")
+        return seed
+    path.parent.mkdir(parents=True, exist_ok=True)
+    seed = os.urandom(_SEED_BYTES)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process made it first: use that one
+        return load_or_create_seed_file(path, name=name, owner_only=owner_only)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(seed)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return seed

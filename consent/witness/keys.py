@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import stat
 from pathlib import Path
 
 import nacl.signing
+
+from consent.secret_files import SecretFileError, load_or_create_seed_file
 
 __all__ = ["WitnessKeyError", "load_or_create_witness_key"]
 
@@ -21,24 +21,8 @@ def load_or_create_witness_key(path: Path) -> nacl.signing.SigningKey:
     A key file that group or others can read is refused: whoever reads it can cosign
     any rollback in this witness's name.
     """
-    if path.exists():
-        mode = stat.S_IMODE(path.stat().st_mode)
-        if mode & 0o077:
-            raise WitnessKeyError(
-                f"witness key file {path} has mode {mode:04o}; run `chmod 600 {path}`"
-            )
-        seed = path.read_bytes()
-        if len(seed) != 32:
-            raise WitnessKeyError(f"witness key file {path} does not hold a 32-byte Ed25519 seed")
-        return nacl.signing.SigningKey(seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    seed = os.urandom(32)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process made it first: use that one
-        return load_or_create_witness_key(path)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(seed)
-        handle.flush()
-        os.fsync(handle.fileno())
+        seed = load_or_create_seed_file(path, name="witness key file", owner_only=True)
+    except SecretFileError as error:
+        raise WitnessKeyError(str(error)) from error
     return nacl.signing.SigningKey(seed)
