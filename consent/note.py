@@ -21,9 +21,11 @@ __all__ = [
     "NoteError",
     "NoteSigner",
     "NoteVerifier",
+    "check_key_name",
     "format_checkpoint",
     "open_checkpoint",
     "parse_checkpoint",
+    "parse_verifier_key",
 ]
 
 _ED25519 = b"\x01"
@@ -36,34 +38,53 @@ class NoteError(ValueError):
     """A note, checkpoint or key is malformed or its signature does not verify."""
 
 
-def _key_id(name: str, public_key: bytes) -> bytes:
-    return hashlib.sha256(name.encode() + b"\n" + _ED25519 + public_key).digest()[:4]
+def _key_id(name: str, public_key: bytes, key_type: bytes = _ED25519) -> bytes:
+    return hashlib.sha256(name.encode() + b"\n" + key_type + public_key).digest()[:4]
 
 
-def _check_name(name: str) -> None:
+def check_key_name(name: str, *, error: type[NoteError] = NoteError) -> None:
+    """Raise ``error`` unless ``name`` is a signed-note key name: no spaces, no '+'."""
     if not _NAME.fullmatch(name):
-        raise NoteError(f"key name {name!r} must be non-empty, with no spaces or '+'")
+        raise error(f"key name {name!r} must be non-empty, with no spaces or '+'")
+
+
+def parse_verifier_key(
+    verifier_key: str,
+    *,
+    key_type: bytes = _ED25519,
+    label: str = "verifier key",
+    kind: str = "signed-note key",
+    error: type[NoteError] = NoteError,
+) -> tuple[str, bytes, bytes]:
+    """The name, key ID and Ed25519 public key of a vkey ``name+keyid+base64(type||key)``.
+
+    The one reader of C2SP verifier keys: the log's (``key_type`` 0x01) here, a
+    witness's (0x04, tlog-cosignature) in :mod:`consent.witness.cosignature`, whose
+    messages say "witness verifier key" (``label``) and name the key ``kind``. Raises
+    ``error`` when the form, the type byte, the length or the key ID is wrong.
+    """
+    parts = verifier_key.split("+", 2)
+    if len(parts) != 3:
+        raise error(f"a {label} has the form name+keyid+base64key")
+    name, key_id_hex, material = parts
+    check_key_name(name, error=error)
+    try:
+        raw = b64decode(material)
+        key_id = bytes.fromhex(key_id_hex)
+    except ValueError as exc:
+        raise error(f"{label} is malformed: {exc}") from None
+    if len(key_id_hex) != 8 or len(raw) != 33 or raw[:1] != key_type:
+        raise error(f"{label} is not an Ed25519 {kind}")
+    if _key_id(name, raw[1:], key_type) != key_id:
+        raise error(f"{label}'s id does not match its name and key")
+    return name, key_id, raw[1:]
 
 
 class NoteVerifier:
     """Checks one Ed25519 key's signature on a signed note."""
 
     def __init__(self, verifier_key: str) -> None:
-        parts = verifier_key.split("+", 2)
-        if len(parts) != 3:
-            raise NoteError("a verifier key has the form name+keyid+base64key")
-        name, key_id_hex, material = parts
-        _check_name(name)
-        try:
-            raw = b64decode(material)
-            key_id = bytes.fromhex(key_id_hex)
-        except ValueError as exc:
-            raise NoteError(f"verifier key is malformed: {exc}") from None
-        if len(key_id_hex) != 8 or len(raw) != 33 or raw[:1] != _ED25519:
-            raise NoteError("verifier key is not an Ed25519 signed-note key")
-        if _key_id(name, raw[1:]) != key_id:
-            raise NoteError("verifier key's id does not match its name and key")
-        self.name, self.key_id, self.public_key = name, key_id, raw[1:]
+        self.name, self.key_id, self.public_key = parse_verifier_key(verifier_key)
         self._key = nacl.signing.VerifyKey(self.public_key)
 
     def open(self, note: str) -> str:
@@ -105,7 +126,7 @@ class NoteSigner:
     """Signs notes with the log's Ed25519 key."""
 
     def __init__(self, name: str, signing_key: nacl.signing.SigningKey) -> None:
-        _check_name(name)
+        check_key_name(name)
         self.name = name
         self._key = signing_key
         public_key = bytes(signing_key.verify_key)

@@ -31,7 +31,7 @@ import nacl.exceptions
 import nacl.signing
 
 from consent.encoding import b64decode, b64encode
-from consent.note import NoteError, NoteVerifier
+from consent.note import NoteError, NoteVerifier, check_key_name, parse_verifier_key
 
 __all__ = [
     "COSIGNATURE_V1",
@@ -52,7 +52,6 @@ MAX_TIMESTAMP = (1 << 63) - 1
 _HEADER = b"cosignature/v1\n"
 _BLOB = 4 + 8 + 64  # key ID, timestamp, Ed25519 signature
 _MAX_NOTE = 1 << 16  # as consent.note: room for far more than the 16 signatures the spec asks
-_NAME = re.compile(r"[^\s+]+")
 _LINE = re.compile(r"— (\S+) ([A-Za-z0-9+/=]+)\n")
 
 
@@ -141,16 +140,11 @@ def verify_log_signatures(note: str, verifiers: Sequence[NoteVerifier]) -> str:
     return text
 
 
-def _check_name(name: str) -> None:
-    if not _NAME.fullmatch(name):
-        raise CosignatureError(f"key name {name!r} must be non-empty, with no spaces or '+'")
-
-
 class CosignatureSigner:
     """A witness's Ed25519 key, signing cosignature/v1 lines."""
 
     def __init__(self, name: str, signing_key: nacl.signing.SigningKey) -> None:
-        _check_name(name)
+        check_key_name(name, error=CosignatureError)
         self.name = name
         self._key = signing_key
         self.public_key = bytes(signing_key.verify_key)
@@ -172,23 +166,13 @@ class CosignatureVerifier:
     """Checks one witness's cosignature; built from its vkey ``name+keyid+base64(0x04||key)``."""
 
     def __init__(self, verifier_key: str) -> None:
-        parts = verifier_key.split("+", 2)
-        if len(parts) != 3:
-            raise CosignatureError("a witness verifier key has the form name+keyid+base64key")
-        name, key_id_hex, material = parts
-        _check_name(name)
-        try:
-            raw = b64decode(material)
-            key_id = bytes.fromhex(key_id_hex)
-        except ValueError as exc:
-            raise CosignatureError(f"witness verifier key is malformed: {exc}") from None
-        if len(key_id_hex) != 8 or len(raw) != 33 or raw[:1] != COSIGNATURE_V1:
-            raise CosignatureError(
-                "witness verifier key is not an Ed25519 cosignature/v1 key (type 0x04)"
-            )
-        if cosignature_key_id(name, raw[1:]) != key_id:
-            raise CosignatureError("witness verifier key's id does not match its name and key")
-        self.name, self.key_id, self.public_key = name, key_id, raw[1:]
+        self.name, self.key_id, self.public_key = parse_verifier_key(
+            verifier_key,
+            key_type=COSIGNATURE_V1,
+            label="witness verifier key",
+            kind="cosignature/v1 key (type 0x04)",
+            error=CosignatureError,
+        )
         self.verifier_key = verifier_key
         self._key = nacl.signing.VerifyKey(self.public_key)
 
