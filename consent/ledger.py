@@ -56,6 +56,7 @@ from consent.models import (
 from consent.note import Checkpoint, NoteSigner, format_checkpoint
 from consent.secret_files import SecretFileError, load_or_create_seed_file
 from consent.settings import ConsentSettings, Policy
+from consent.state_index import StateIndex, is_active
 from consent.statement import (
     BAD_SIGNATURE,
     SignedRecord,
@@ -182,6 +183,7 @@ class Ledger:
         self._tree_lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._writer_lock = WriterLock(url)  # across processes (SQLite)
+        self._states = StateIndex()
         self._ensure_initial_checkpoint()
 
     @property
@@ -505,7 +507,7 @@ class Ledger:
                     expires_at=row.expires_at,
                     policy_version=row.policy_version,
                     index=row.index,
-                    active=_active(row.action, row.expires_epoch, now),
+                    active=is_active(row.action, row.expires_epoch, now),
                 )
                 for row in rows
             }
@@ -523,31 +525,13 @@ class Ledger:
         except StatementError as exc:
             raise InvalidInputError(str(exc)) from None
         now = self.clock().timestamp()
-        wanted = list(dict.fromkeys(device_keys))
-        granted: set[str] = set()
         with Session(self.reader) as session:
-            for start in range(0, len(wanted), 10_000):
-                chunk = wanted[start : start + 10_000]
-                rows = session.execute(
-                    select(
-                        col(ConsentState.device_key),
-                        col(ConsentState.action),
-                        col(ConsentState.expires_epoch),
-                    ).where(
-                        col(ConsentState.purpose) == purpose,
-                        col(ConsentState.device_key).in_(chunk),
-                    )
-                ).all()
-                granted.update(key for key, action, exp in rows if _active(action, exp, now))
-        return [key for key in wanted if key in granted]
+            self._states.sync(session.connection())
+        return self._states.eligible(purpose, list(dict.fromkeys(device_keys)), now=now)
 
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-def _active(action: str, expires_epoch: float | None, now: float) -> bool:
-    return action == "grant" and (expires_epoch is None or expires_epoch > now)
 
 
 def _action(action: str) -> Literal["grant", "withdraw"]:

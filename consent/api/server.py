@@ -255,7 +255,8 @@ class DropInvalidRequestLines(logging.Filter):
 LOG_CONFIG: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(levelname)s %(name)s: %(message)s"}},
+    # The process id tells the workers' lines apart (each keeps its own caches).
+    "formatters": {"plain": {"format": "%(levelname)s [%(process)d] %(name)s: %(message)s"}},
     "filters": {"invalid_requests": {"()": "consent.api.server.DropInvalidRequestLines"}},
     "handlers": {
         "stderr": {
