@@ -74,15 +74,24 @@ def postgres_url(postgres_available: None) -> Iterator[str]:
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 
+def backend_database(request: pytest.FixtureRequest, stack: ExitStack, sqlite_file: Path) -> str:
+    """The URL of a database on the backend ``request.param`` names (one of :data:`BACKENDS`).
+
+    SQLite: the file ``sqlite_file``. PostgreSQL: a fresh database, dropped when ``stack``
+    closes; the test is skipped (or fails, with MOODFED_REQUIRE_POSTGRES=1) where there is
+    no server. Shared by the fixtures of any scope that run on each backend.
+    """
+    if request.param == "sqlite":
+        return f"sqlite:///{sqlite_file}"
+    request.getfixturevalue("postgres_available")
+    return stack.enter_context(fresh_postgres_database())
+
+
 @pytest.fixture(params=BACKENDS)
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """Each backend the ledger supports: SQLite in a temp folder, and PostgreSQL."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'ledger.db'}"
-        return
-    request.getfixturevalue("postgres_available")
-    with fresh_postgres_database() as url:
-        yield url
+    with ExitStack() as stack:
+        yield backend_database(request, stack, tmp_path / "ledger.db")
 
 
 @dataclass
@@ -202,11 +211,7 @@ def consent_server(
     """A running consent service on each backend, shared by a module's tests."""
     data_dir = tmp_path_factory.mktemp("consent")
     with ExitStack() as stack:
-        if request.param == "sqlite":
-            url = f"sqlite:///{data_dir / 'ledger.db'}"
-        else:
-            request.getfixturevalue("postgres_available")
-            url = stack.enter_context(fresh_postgres_database())
+        url = backend_database(request, stack, data_dir / "ledger.db")
         server = ConsentServer(data_dir=data_dir, database_url=url).start()
         stack.callback(server.stop)
         yield server

@@ -24,7 +24,7 @@ from pydantic import SecretStr
 
 from consent import ConsentSettings, create_app
 from consent.store import migrate
-from tests.conftest import BACKENDS, fresh_postgres_database
+from tests.conftest import BACKENDS, backend_database
 
 
 class ManualClock:
@@ -81,6 +81,27 @@ def serve_in_thread(app: FastAPI, stack: ExitStack) -> str:
     return f"http://{host}:{port}"
 
 
+def start_in_process(settings: ConsentSettings, stack: ExitStack) -> InProcessService:
+    """Migrate the database of ``settings``, then serve ``create_app(settings)`` on a new
+    :class:`ManualClock` until ``stack`` closes; returns once the app has started.
+
+    ``settings`` carries the eligibility token (tests present it as the bearer token).
+    """
+    assert settings.eligibility_token is not None, "the test service needs a token"
+    url = settings.resolved_database_url
+    migrate(url)
+    clock = ManualClock()
+    service = InProcessService(
+        url=serve_in_thread(create_app(settings, clock=clock), stack),
+        token=settings.eligibility_token.get_secret_value(),
+        clock=clock,
+        database_url=url,
+    )
+    with service.client() as client:  # waits for the app's startup, on the answer
+        assert client.get("/healthz").text == "ok"
+    return service
+
+
 @pytest.fixture(scope="module", params=BACKENDS)
 def consent_service(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
@@ -88,26 +109,13 @@ def consent_service(
     """The consent service on each backend, in-process and on a :class:`ManualClock`."""
     data_dir = tmp_path_factory.mktemp("consent-inprocess")
     with ExitStack() as stack:
-        if request.param == "sqlite":
-            url = f"sqlite:///{data_dir / 'ledger.db'}"
-        else:
-            request.getfixturevalue("postgres_available")
-            url = stack.enter_context(fresh_postgres_database())
-        migrate(url)
-        token = "test-eligibility-token"
+        url = backend_database(request, stack, data_dir / "ledger.db")
         settings = ConsentSettings(
-            data_dir=Path(data_dir), database_url=url, eligibility_token=SecretStr(token)
-        )
-        clock = ManualClock()
-        service = InProcessService(
-            url=serve_in_thread(create_app(settings, clock=clock), stack),
-            token=token,
-            clock=clock,
+            data_dir=Path(data_dir),
             database_url=url,
+            eligibility_token=SecretStr("test-eligibility-token"),
         )
-        with service.client() as client:  # waits for the app's startup, on the answer
-            assert client.get("/healthz").text == "ok"
-        yield service
+        yield start_in_process(settings, stack)
 
 
 @pytest.fixture

@@ -21,10 +21,8 @@ from pydantic import SecretStr
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from consent import ConsentSettings, create_app
-from consent.store import migrate
-from tests.conftest import BACKENDS, fresh_postgres_database
-from tests.consent.conftest import InProcessService, ManualClock, serve_in_thread
+from consent import ConsentSettings
+from tests.consent.conftest import InProcessService, start_in_process
 from tests.consent.signing import Signer
 
 JSON = {"Content-Type": "application/json"}
@@ -334,29 +332,17 @@ def test_a_withdrawal_beats_a_future_grant_stored_before_the_fix(
         assert eligible(client, service, [signer.device_key]) == []
 
 
-@pytest.fixture(params=BACKENDS)
-def lenient_service(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[InProcessService]:
+@pytest.fixture
+def lenient_service(database_url: str, tmp_path: Path) -> Iterator[InProcessService]:
     """A service whose operator allows 300 s into the future (the old window)."""
+    settings = ConsentSettings(
+        data_dir=tmp_path,
+        database_url=database_url,
+        eligibility_token=SecretStr("t"),
+        future_skew_seconds=300,
+    )
     with ExitStack() as stack:
-        if request.param == "sqlite":
-            url = f"sqlite:///{tmp_path / 'ledger.db'}"
-        else:
-            request.getfixturevalue("postgres_available")
-            url = stack.enter_context(fresh_postgres_database())
-        migrate(url)
-        settings = ConsentSettings(
-            data_dir=tmp_path,
-            database_url=url,
-            eligibility_token=SecretStr("t"),
-            future_skew_seconds=300,
-        )
-        clock = ManualClock()
-        yield InProcessService(
-            url=serve_in_thread(create_app(settings, clock=clock), stack),
-            token="t",
-            clock=clock,
-            database_url=url,
-        )
+        yield start_in_process(settings, stack)
 
 
 def test_a_withdrawal_signed_on_time_beats_a_grant_250_s_ahead(
@@ -382,29 +368,15 @@ def test_a_withdrawal_signed_on_time_beats_a_grant_250_s_ahead(
 # -- a database that fails (item 4) -----------------------------------------------------
 
 
-@pytest.fixture(params=BACKENDS)
-def broken_service(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[InProcessService]:
+@pytest.fixture
+def broken_service(database_url: str, tmp_path: Path) -> Iterator[InProcessService]:
     """A service whose database loses its tables after startup."""
+    settings = ConsentSettings(
+        data_dir=tmp_path, database_url=database_url, eligibility_token=SecretStr("t")
+    )
     with ExitStack() as stack:
-        if request.param == "sqlite":
-            url = f"sqlite:///{tmp_path / 'ledger.db'}"
-        else:
-            request.getfixturevalue("postgres_available")
-            url = stack.enter_context(fresh_postgres_database())
-        migrate(url)
-        settings = ConsentSettings(
-            data_dir=tmp_path, database_url=url, eligibility_token=SecretStr("t")
-        )
-        clock = ManualClock()
-        service = InProcessService(
-            url=serve_in_thread(create_app(settings, clock=clock), stack),
-            token="t",
-            clock=clock,
-            database_url=url,
-        )
-        with service.client() as client:
-            assert client.get("/healthz").text == "ok"
-        engine = sa.create_engine(url)
+        service = start_in_process(settings, stack)
+        engine = sa.create_engine(database_url)
         with engine.begin() as connection:
             connection.execute(sa.text("DROP TABLE log_head"))
             connection.execute(sa.text("DROP TABLE consent_states"))

@@ -46,8 +46,8 @@ from tests.conftest import (
     MOODFED,
     POSTGRES_URL,
     ConsentServer,
+    backend_database,
     free_port,
-    fresh_postgres_database,
 )
 from tests.consent.signing import Signer
 from tests.sdk.witnessing import RunningWitness, WitnessedCheckpoint, run_witness
@@ -189,11 +189,7 @@ def scenario(
 ) -> Iterator[Scenario]:
     data_dir = tmp_path_factory.mktemp("rollback")
     with ExitStack() as stack:
-        if request.param == "sqlite":
-            url = f"sqlite:///{data_dir / 'original.db'}"
-        else:
-            request.getfixturevalue("postgres_available")
-            url = stack.enter_context(fresh_postgres_database())
+        url = backend_database(request, stack, data_dir / "original.db")
         honest = ConsentServer(data_dir=data_dir, database_url=url).start()
         log_key = httpx.get(f"{honest.url}/v1/log/key").text
         witness = run_witness(stack, data_dir / "witness", log_keys=[log_key])
