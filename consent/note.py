@@ -26,16 +26,38 @@ __all__ = [
     "open_checkpoint",
     "parse_checkpoint",
     "parse_verifier_key",
+    "split_signature_lines",
 ]
 
 _ED25519 = b"\x01"
-_MAX_NOTE = 1 << 16
+_MAX_NOTE = 1 << 16  # room for far more than the 16 signatures the spec asks
 _NAME = re.compile(r"[^\s+]+")
 _SIGNATURE_LINE = re.compile(r"— (\S+) ([A-Za-z0-9+/=]+)\n")
 
 
 class NoteError(ValueError):
     """A note, checkpoint or key is malformed or its signature does not verify."""
+
+
+def split_signature_lines(note: str) -> tuple[str, list[tuple[str, str]]]:
+    """A signed note's text (final newline included) and its ``(name, base64)`` lines.
+
+    Checks the form only: a bounded size, no control characters but newlines, the text,
+    the last blank line, then one or more well-formed signature lines and nothing else.
+    What the signatures hold is for the caller (a log key, a witness's cosignature).
+    """
+    if len(note) > _MAX_NOTE:
+        raise NoteError("the note is too large")
+    if any(ord(c) < 0x20 and c != "\n" for c in note):
+        raise NoteError("the note contains control characters")
+    split = note.rfind("\n\n")
+    if split < 0 or not note.endswith("\n"):
+        raise NoteError("a signed note is text, a blank line, then signature lines")
+    text, signatures = note[: split + 1], note[split + 2 :]
+    lines = _SIGNATURE_LINE.findall(signatures)
+    if not lines or "".join(f"— {n} {s}\n" for n, s in lines) != signatures:
+        raise NoteError("the note's signature lines are malformed")
+    return text, lines
 
 
 def _key_id(name: str, public_key: bytes, key_type: bytes = _ED25519) -> bytes:
@@ -93,17 +115,7 @@ class NoteVerifier:
         Signatures by other keys are ignored, as the spec asks; a bad signature by
         this key rejects the whole note.
         """
-        if len(note) > _MAX_NOTE:
-            raise NoteError("the note is too large")
-        if any(ord(c) < 0x20 and c != "\n" for c in note):
-            raise NoteError("the note contains control characters")
-        split = note.rfind("\n\n")
-        if split < 0 or not note.endswith("\n"):
-            raise NoteError("a signed note is text, a blank line, then signature lines")
-        text, signatures = note[: split + 1], note[split + 2 :]
-        lines = _SIGNATURE_LINE.findall(signatures)
-        if not lines or "".join(f"— {n} {s}\n" for n, s in lines) != signatures:
-            raise NoteError("the note's signature lines are malformed")
+        text, lines = split_signature_lines(note)
         verified = False
         for name, blob in lines:
             try:

@@ -23,7 +23,6 @@ CsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -31,7 +30,13 @@ import nacl.exceptions
 import nacl.signing
 
 from consent.encoding import b64decode, b64encode
-from consent.note import NoteError, NoteVerifier, check_key_name, parse_verifier_key
+from consent.note import (
+    NoteError,
+    NoteVerifier,
+    check_key_name,
+    parse_verifier_key,
+    split_signature_lines,
+)
 
 __all__ = [
     "COSIGNATURE_V1",
@@ -51,8 +56,6 @@ COSIGNATURE_V1 = b"\x04"
 MAX_TIMESTAMP = (1 << 63) - 1
 _HEADER = b"cosignature/v1\n"
 _BLOB = 4 + 8 + 64  # key ID, timestamp, Ed25519 signature
-_MAX_NOTE = 1 << 16  # as consent.note: room for far more than the 16 signatures the spec asks
-_LINE = re.compile(r"— (\S+) ([A-Za-z0-9+/=]+)\n")
 
 
 class CosignatureError(NoteError):
@@ -96,20 +99,10 @@ def cosigned_message(text: str, timestamp: int) -> bytes:
 def split_note(note: str) -> tuple[str, list[SignatureLine]]:
     """A signed note's text (final newline included) and its decoded signature lines.
 
-    The same reading as :class:`consent.note.NoteVerifier`: text, the last blank line,
-    then one or more well-formed signature lines and nothing else.
+    The form is read by :func:`consent.note.split_signature_lines`, as for the log's own
+    signature; here every line must also decode to at least a key ID.
     """
-    if len(note) > _MAX_NOTE:
-        raise NoteError("the note is too large")
-    if any(ord(c) < 0x20 and c != "\n" for c in note):
-        raise NoteError("the note contains control characters")
-    split = note.rfind("\n\n")
-    if split < 0 or not note.endswith("\n"):
-        raise NoteError("a signed note is text, a blank line, then signature lines")
-    text, signatures = note[: split + 1], note[split + 2 :]
-    found = _LINE.findall(signatures)
-    if not found or "".join(f"— {n} {s}\n" for n, s in found) != signatures:
-        raise NoteError("the note's signature lines are malformed")
+    text, found = split_signature_lines(note)
     lines = []
     for name, blob in found:
         try:
