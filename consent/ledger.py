@@ -296,9 +296,8 @@ class Ledger:
         out-ranks the withdrawal its device signs afterwards.
         """
         statements = [p.accepted.record.statement for p in pending]
-        devices = sorted({s.device_key for s in statements})
         pairs = {(s.device_key, s.nonce) for s in statements}
-        logged, states = queries.device_history(connection, devices, sorted({n for _, n in pairs}))
+        logged, states = queries.device_history(connection, sorted(pairs))
         used = logged & pairs
         latest = {(key, purpose): min(issued, now) for key, purpose, issued in states}
         for p, s in zip(pending, statements, strict=True):
