@@ -79,13 +79,24 @@ class FederationSpec:
 
     @classmethod
     def load(cls, root: str | os.PathLike[str]) -> FederationSpec:
+        """The spec saved in ``root``; parsed once per version of the file (every message a
+        simulated device answers loads it: a third of an attestation's time, read each time)."""
         path = Path(root) / SPEC_FILE
         try:
-            return cls(**json.loads(path.read_text()))
+            stat = path.stat()
         except FileNotFoundError:
             raise SDKError(
                 f"no simulated federation at {root} ({SPEC_FILE} is missing): set the "
                 "simulation up first (moodfed train does) or pass device-dir in the node config"
             ) from None
-        except (ValueError, TypeError) as exc:
-            raise SDKError(f"{path} is not a valid federation spec: {exc}") from None
+        return _parsed_spec(str(path), stat.st_ino, stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=8)
+def _parsed_spec(path: str, _inode: int, _mtime_ns: int, _size: int) -> FederationSpec:
+    """The spec file at ``path`` as it was with that inode, modification time and size
+    (:meth:`FederationSpec.save` replaces the file: a new inode)."""
+    try:
+        return FederationSpec(**json.loads(Path(path).read_text()))
+    except (OSError, ValueError, TypeError) as exc:
+        raise SDKError(f"{path} is not a valid federation spec: {exc}") from None

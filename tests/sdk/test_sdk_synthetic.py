@@ -13,6 +13,7 @@ bounds are the brief's; each is several times the error we expect.
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import date
 from pathlib import Path
 
@@ -20,7 +21,9 @@ import numpy as np
 import pytest
 
 from client_sdk import Diary, InvalidArgumentError
+from client_sdk.errors import SDKError
 from client_sdk.sim import PopulationParams, SyntheticPopulation, generate_population
+from client_sdk.sim.federation import SPEC_FILE, FederationSpec
 
 
 @pytest.fixture(scope="module")
@@ -169,3 +172,20 @@ def test_impossible_parameters_are_refused() -> None:
         SyntheticPopulation(10, days=30, params=PopulationParams(short_sleep_effect=2.0))
     with pytest.raises(InvalidArgumentError):
         SyntheticPopulation(0)
+
+
+def test_a_federation_spec_saved_again_is_loaded_anew(tmp_path: Path) -> None:
+    first = FederationSpec(
+        devices=3, holdout_devices=1, days=30, seed=1, consent_url="http://127.0.0.1:1", log_key="k"
+    )
+    first.save(tmp_path)
+    assert FederationSpec.load(tmp_path) == first
+    second = dataclasses.replace(first, seed=2, consent_url="http://127.0.0.1:2")
+    second.save(tmp_path)
+    assert FederationSpec.load(tmp_path) == second
+    (tmp_path / SPEC_FILE).write_text("{}")
+    with pytest.raises(SDKError, match="not a valid federation spec"):
+        FederationSpec.load(tmp_path)
+    (tmp_path / SPEC_FILE).unlink()
+    with pytest.raises(SDKError, match="is missing"):
+        FederationSpec.load(tmp_path)
