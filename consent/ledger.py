@@ -128,12 +128,9 @@ def _reads(doing: str) -> Callable[[Callable[_P, _T]], Callable[_P, _T]]:
 
 
 def load_or_create_log_key(path: Path) -> nacl.signing.SigningKey:
-    """The log's Ed25519 key: a 32-byte seed in a file created with mode 0600.
-
-    Unlike the witness's key, an existing file's mode is not checked.
-    """
+    """The log's Ed25519 key: a 32-byte seed in a file only its owner can read (0600)."""
     try:
-        seed = load_or_create_seed_file(path, name="log key file", owner_only=False)
+        seed = load_or_create_seed_file(path, name="log key file")
     except SecretFileError as error:
         raise KeyFileError(str(error)) from error
     return nacl.signing.SigningKey(seed)

@@ -45,19 +45,17 @@ def read_secret_file(path: Path) -> str:
     return secret
 
 
-def load_or_create_seed_file(path: Path, *, name: str, owner_only: bool) -> bytes:
+def load_or_create_seed_file(path: Path, *, name: str) -> bytes:
     """The 32-byte Ed25519 seed in ``path``; made (mode 0600, written and fsynced) if absent.
 
-    ``name`` ("log key file") starts every error message. With ``owner_only`` a file the
-    group or others can access is refused, naming the ``chmod``: whoever reads the seed
-    signs in its owner's name. Of two processes creating the file at once, the second
-    uses the first one's seed.
+    ``name`` ("log key file") starts every error message. A file the group or others can
+    access is refused, naming the ``chmod``: whoever reads the seed signs in its owner's
+    name. Of two processes creating the file at once, the second uses the first one's seed.
     """
     if path.exists():
-        if owner_only:
-            mode = stat.S_IMODE(path.stat().st_mode)
-            if mode & 0o077:
-                raise SecretFileError(f"{name} {path} has mode {mode:04o}; run `chmod 600 {path}`")
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            raise SecretFileError(f"{name} {path} has mode {mode:04o}; run `chmod 600 {path}`")
         seed = path.read_bytes()
         if len(seed) != _SEED_BYTES:
             raise SecretFileError(f"{name} {path} does not hold a 32-byte Ed25519 seed")
@@ -67,7 +65,7 @@ def load_or_create_seed_file(path: Path, *, name: str, owner_only: bool) -> byte
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:  # another process made it first: use that one
-        return load_or_create_seed_file(path, name=name, owner_only=owner_only)
+        return load_or_create_seed_file(path, name=name)
     with os.fdopen(fd, "wb") as handle:
         handle.write(seed)
         handle.flush()

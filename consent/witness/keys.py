@@ -22,7 +22,7 @@ def load_or_create_witness_key(path: Path) -> nacl.signing.SigningKey:
     any rollback in this witness's name.
     """
     try:
-        seed = load_or_create_seed_file(path, name="witness key file", owner_only=True)
+        seed = load_or_create_seed_file(path, name="witness key file")
     except SecretFileError as error:
         raise WitnessKeyError(str(error)) from error
     return nacl.signing.SigningKey(seed)

@@ -165,11 +165,25 @@ def test_a_database_failure_is_storage_unavailable_and_leaves_the_tree_as_it_was
 
 
 def test_a_damaged_key_file_is_a_key_file_error(tmp_path: Path) -> None:
-    (tmp_path / "consent-log.key").write_bytes(b"short")
+    key_file = tmp_path / "consent-log.key"
+    key_file.write_bytes(b"short")
+    key_file.chmod(0o600)
     url = f"sqlite:///{tmp_path / 'l.db'}"
     migrate(url)
     with pytest.raises(KeyFileError, match="32-byte Ed25519 seed"):
         Ledger(ConsentSettings(data_dir=tmp_path, database_url=url))
+
+
+def test_a_log_key_others_can_read_is_refused_naming_the_chmod(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    migrate(url)
+    settings = ConsentSettings(data_dir=tmp_path, database_url=url)
+    Ledger(settings).close()  # creates the key, 0600
+    key_file = tmp_path / "consent-log.key"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    key_file.chmod(0o640)
+    with pytest.raises(KeyFileError, match=r"mode 0640; run `chmod 600 "):
+        Ledger(settings)
 
 
 def _domain_errors() -> list[type[LedgerError]]:
