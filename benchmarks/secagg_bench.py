@@ -681,9 +681,13 @@ def show(result: dict[str, Any]) -> None:
         print(
             f"n={row['devices']}: attestation (once per run, not in the round) "
             f"{row['attestation_s']:.2f} s; device CPU secure/plain "
-            f"{_fmt(row['ratios']['secure_vs_plain_device_cpu'])}x, secure/Flower "
-            f"{_fmt(row['ratios']['secure_vs_flower_device_cpu'])}x"
+            f"{_times(row['ratios']['secure_vs_plain_device_cpu'])}, secure/Flower "
+            f"{_times(row['ratios']['secure_vs_flower_device_cpu'])}"
         )
+
+
+def _times(ratio: float | None) -> str:
+    return _fmt(ratio) + ("" if ratio is None else "x")
 
 
 def main(argv: list[str] | None = None) -> int:
