@@ -58,7 +58,6 @@ from consent.secret_files import SecretFileError, load_or_create_seed_file
 from consent.settings import ConsentSettings, Policy
 from consent.state_index import StateIndex, is_active
 from consent.statement import (
-    BAD_SIGNATURE,
     SignedRecord,
     StatementError,
     canonical_record,
@@ -231,8 +230,6 @@ class Ledger:
             verify_record_signature(record, signed)
         except StatementError as exc:
             raise SignatureError(str(exc)) from None
-        except ValueError:  # rfc8785 refuses the statement (a lone surrogate): unsignable
-            raise SignatureError(BAD_SIGNATURE) from None
         leaf = canonical_record(record, signed)
         return AcceptedRecord(
             record=record,
