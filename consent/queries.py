@@ -37,6 +37,7 @@ __all__ = [
     "insert_entries",
     "leaf_hashes",
     "read_states",
+    "root_at",
     "set_head",
     "upsert_states",
 ]
@@ -93,6 +94,7 @@ class _Sql:
     insert_entries: str
     upsert_states: str
     leaf_hashes: str
+    root_at: str
     changed: str
     all_states: str
 
@@ -122,6 +124,7 @@ def _sql(placeholder: str, *, postgres: bool) -> _Sql:
         f'ON CONFLICT ("device_key", "purpose") DO UPDATE SET {_updates(STATE_COLUMNS[2:])}',
         leaf_hashes=f'SELECT leaf_hash FROM log_entries WHERE "index" >= {p} AND "index" < {p} '
         'ORDER BY "index"',
+        root_at=f"SELECT root_hash FROM log_checkpoints WHERE size = {p}",
         changed='SELECT s."device_key", s."purpose", s."action", s."expires_epoch" '
         "FROM log_entries e JOIN consent_states s "
         'ON s."device_key" = e."device_key" AND s."purpose" = e."purpose" '
@@ -221,6 +224,12 @@ def upsert_states(connection: Connection, rows: list[tuple[Any, ...]]) -> None:
         connection.exec_driver_sql(sql.upsert_states, _columns(rows))
     else:
         connection.exec_driver_sql(sql.upsert_states, rows)
+
+
+def root_at(connection: Connection, size: int) -> bytes | None:
+    """The root hash the log signed at ``size`` (None if it signed no checkpoint there)."""
+    root = connection.exec_driver_sql(_for(connection).root_at, (size,)).scalar_one_or_none()
+    return None if root is None else bytes(root)
 
 
 def leaf_hashes(connection: Connection, start: int, end: int) -> list[bytes]:

@@ -12,8 +12,9 @@ from a dictionary they cost about a millisecond. The index is a cache of the
   any worker process is therefore seen by every process's next answer: the ledger
   acknowledges only after the transaction that wrote the state and moved the head has
   committed.
-- A log smaller than the index has seen (a restored backup, a rolled-back copy) is
-  read again whole.
+- A log that no longer holds what the index has seen (smaller, or with another root
+  at the size the index reflects: a restored backup, a rolled-back copy grown again)
+  is read again whole.
 - Expiry is judged at answer time, on the service's clock.
 
 Memory: about 150 bytes per (device, purpose) state, 15 MB per 100,000, in each worker.
@@ -41,28 +42,27 @@ class StateIndex:
 
     def __init__(self) -> None:
         self._states: dict[str, dict[str, tuple[str, float | None]]] = {}
-        self._size = -1  # log size the index reflects; -1: never loaded
+        self._size = -1  # the log size the index reflects; -1: never loaded
+        self._root: bytes | None = None  # the root the log signed at that size
         self._lock = threading.Lock()
-
-    @property
-    def size(self) -> int:
-        """The log size the index reflects (-1 before the first sync)."""
-        return self._size
 
     def sync(self, connection: Connection) -> None:
         """Bring the index up to the log's current head."""
         with self._lock:  # the head read inside: a slower thread never moves it back
             size = queries.head(connection)
-            if size == self._size:
+            same_log = 0 <= self._size <= size and (
+                queries.root_at(connection, self._size) == self._root
+            )
+            if same_log and size == self._size:
                 return
-            if 0 <= self._size < size:
+            if same_log:
                 rows = queries.changed_states(connection, self._size, size)
             else:
                 rows = queries.read_states(connection)
                 self._states = {}
             for key, purpose, action, expires in rows:
                 self._states.setdefault(purpose, {})[key] = (action, expires)
-            self._size = size
+            self._size, self._root = size, queries.root_at(connection, size)
 
     def eligible(self, purpose: str, device_keys: Sequence[str], *, now: float) -> list[str]:
         """The keys whose state for ``purpose`` is active at ``now``, in input order."""

@@ -53,6 +53,25 @@ def keys(signers: list[Signer]) -> list[str]:
     return [s.device_key for s in signers]
 
 
+def roll_back_to_one_entry(database_url: str, *, dropped_key: str) -> None:
+    """What an operator restoring an older copy leaves: entry 1 on, its checkpoints and
+    its device's state gone, the head at the signed size 1."""
+    engine = sa.create_engine(database_url)
+    with engine.begin() as connection:
+        connection.execute(sa.text('DELETE FROM log_entries WHERE "index" >= 1'))
+        connection.execute(sa.text("DELETE FROM log_checkpoints WHERE size > 1"))
+        connection.execute(
+            sa.text("DELETE FROM consent_states WHERE device_key = :k"), {"k": dropped_key}
+        )
+        connection.execute(
+            sa.text(
+                "UPDATE log_head SET size = 1, "
+                "note = (SELECT note FROM log_checkpoints WHERE size = 1) WHERE id = 1"
+            )
+        )
+    engine.dispose()
+
+
 def test_a_decision_written_by_another_process_is_in_the_next_answer(
     two_ledgers: tuple[Ledger, Ledger], clock: ManualClock
 ) -> None:
@@ -105,16 +124,28 @@ def test_a_log_rolled_back_under_the_index_is_read_again_whole(
     decide(writing, dropped, "grant", clock)
     both = keys([kept, dropped])
     assert answering.eligible("model-training", both) == both
-    # What an operator restoring an older copy leaves: entry 1 and its state gone.
-    engine = sa.create_engine(database_url)
-    with engine.begin() as connection:
-        connection.execute(sa.text('DELETE FROM log_entries WHERE "index" >= 1'))
-        connection.execute(
-            sa.text("DELETE FROM consent_states WHERE device_key = :k"), {"k": both[1]}
-        )
-        connection.execute(sa.text("UPDATE log_head SET size = 1 WHERE id = 1"))
-    engine.dispose()
+    roll_back_to_one_entry(database_url, dropped_key=both[1])
     assert answering.eligible("model-training", both) == [kept.device_key]
+
+
+def test_a_log_rolled_back_and_grown_past_the_index_is_read_again_whole(
+    two_ledgers: tuple[Ledger, Ledger], clock: ManualClock, database_url: str
+) -> None:
+    answering, writing = two_ledgers
+    kept, dropped = Signer(), Signer()
+    decide(writing, kept, "grant", clock)
+    decide(writing, dropped, "grant", clock)
+    both = keys([kept, dropped])
+    assert answering.eligible("model-training", both) == both  # the index is at size 2
+    roll_back_to_one_entry(database_url, dropped_key=both[1])
+    later = [Signer(), Signer()]
+    for signer in later:  # the log grows again, to 3: past the index's 2, another history
+        decide(writing, signer, "grant", clock)
+    assert writing.size() == 3
+    assert answering.eligible("model-training", [*both, *keys(later)]) == [
+        kept.device_key,
+        *keys(later),
+    ]
 
 
 def test_every_worker_answers_with_the_latest_decision(tmp_path: Path, database_url: str) -> None:
