@@ -387,9 +387,21 @@ class Ledger:
     # -- the tree cache ------------------------------------------------------------
 
     def _sync_tree(self, connection: Connection, size: int) -> None:
-        """Bring the in-memory tree to ``size`` leaves (other processes may have appended)."""
+        """Bring the in-memory tree to ``size`` leaves (other processes may have appended).
+
+        A tree whose root is not the one the log signed at the tree's size (the database
+        was rolled back under the service, and perhaps grew again) is rebuilt from the
+        stored leaves: never extended with another history's leaves, and never signed.
+        """
         if self.tree.size > size:
             self.tree.truncate(size)
+        if self.tree.size and queries.root_at(connection, self.tree.size) != self.tree.root():
+            log.warning(
+                "The stored log no longer holds the %d entries this process had seen: "
+                "reading its tree again (was the database restored or rolled back?)",
+                self.tree.size,
+            )
+            self.tree.truncate(0)
         if self.tree.size < size:
             for leaf_hash in queries.leaf_hashes(connection, self.tree.size, size):
                 self.tree.append(leaf_hash)

@@ -1,6 +1,7 @@
-"""Eligibility from each process's in-memory index: never staler than the log's head.
+"""What each worker process keeps in memory (the eligibility index, the Merkle tree) is
+never staler than the log, nor from another history of it.
 
-Two ledgers on one database stand for two worker processes (each has its own index);
+Two ledgers on one database stand for two worker processes (each has its own caches);
 the last test runs the real service with two workers over HTTP and asks every worker.
 """
 
@@ -18,6 +19,9 @@ import rfc8785
 import sqlalchemy as sa
 
 from consent.ledger import Ledger
+from consent.merkle import MerkleTree
+from consent.models import Receipt
+from consent.note import NoteVerifier, open_checkpoint
 from consent.settings import ConsentSettings
 from consent.store import migrate
 from tests.conftest import ConsentServer
@@ -180,3 +184,30 @@ def test_every_worker_answers_with_the_latest_decision(tmp_path: Path, database_
     log = (tmp_path / f"serve-{server.port}.log").read_text()
     answered_by = set(re.findall(r"\[(\d+)\] moodfed\.consent\.access: .*/v1/eligibility", log))
     assert len(answered_by) == 2, "both workers should have answered eligibility queries"
+
+
+def test_a_tree_from_another_history_is_rebuilt_before_it_signs(
+    two_ledgers: tuple[Ledger, Ledger], clock: ManualClock, database_url: str
+) -> None:
+    first, second = two_ledgers
+    decide(first, Signer(), "grant", clock)
+    decide(first, Signer(), "grant", clock)  # first's tree: 2 leaves
+    roll_back_to_one_entry(database_url, dropped_key=Signer().device_key)
+    decide(second, Signer(), "grant", clock)
+    decide(second, Signer(), "grant", clock)  # the stored log: 3 entries, another entry 1
+    record = Signer().record(issued_at=clock())
+    [receipt] = first.append_batch([first.accept(rfc8785.dumps(record))])
+    assert isinstance(receipt, Receipt)
+    assert receipt.index == 3
+    engine = sa.create_engine(database_url)
+    with engine.connect() as connection:
+        leaves = [
+            bytes(h)
+            for (h,) in connection.execute(
+                sa.text('SELECT leaf_hash FROM log_entries ORDER BY "index"')
+            )
+        ]
+    engine.dispose()
+    signed = open_checkpoint(receipt.checkpoint, NoteVerifier(first.verifier_key))
+    assert signed.size == 4
+    assert signed.root_hash == MerkleTree(leaves).root()
