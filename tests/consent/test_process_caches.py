@@ -119,21 +119,9 @@ def test_expiry_is_judged_when_the_question_is_asked(
     assert answering.eligible("model-training", both) == [lasting.device_key]
 
 
+@pytest.mark.parametrize("grown_again", [0, 2], ids=["smaller", "grown-past-the-index"])
 def test_a_log_rolled_back_under_the_index_is_read_again_whole(
-    two_ledgers: tuple[Ledger, Ledger], clock: ManualClock, database_url: str
-) -> None:
-    answering, writing = two_ledgers
-    kept, dropped = Signer(), Signer()
-    decide(writing, kept, "grant", clock)
-    decide(writing, dropped, "grant", clock)
-    both = keys([kept, dropped])
-    assert answering.eligible("model-training", both) == both
-    roll_back_to_one_entry(database_url, dropped_key=both[1])
-    assert answering.eligible("model-training", both) == [kept.device_key]
-
-
-def test_a_log_rolled_back_and_grown_past_the_index_is_read_again_whole(
-    two_ledgers: tuple[Ledger, Ledger], clock: ManualClock, database_url: str
+    two_ledgers: tuple[Ledger, Ledger], clock: ManualClock, database_url: str, grown_again: int
 ) -> None:
     answering, writing = two_ledgers
     kept, dropped = Signer(), Signer()
@@ -142,10 +130,10 @@ def test_a_log_rolled_back_and_grown_past_the_index_is_read_again_whole(
     both = keys([kept, dropped])
     assert answering.eligible("model-training", both) == both  # the index is at size 2
     roll_back_to_one_entry(database_url, dropped_key=both[1])
-    later = [Signer(), Signer()]
-    for signer in later:  # the log grows again, to 3: past the index's 2, another history
+    later = [Signer() for _ in range(grown_again)]
+    for signer in later:  # grown to 3: past the index's 2, with another history
         decide(writing, signer, "grant", clock)
-    assert writing.size() == 3
+    assert writing.size() == 1 + grown_again
     assert answering.eligible("model-training", [*both, *keys(later)]) == [
         kept.device_key,
         *keys(later),
