@@ -63,10 +63,9 @@ STATE_COLUMNS = (
     "policy_version",
     "index",
 )
+# The array types of the state columns that are not text, for ``unnest`` on PostgreSQL.
 _PG_ARRAYS = {
     "index": "integer[]",
-    "leaf": "bytea[]",
-    "leaf_hash": "bytea[]",
     "issued_epoch": "double precision[]",
     "expires_epoch": "double precision[]",
 }
