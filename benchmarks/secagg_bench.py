@@ -91,7 +91,6 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from client_sdk.protocol import TRAINING_PURPOSE  # noqa: E402
 from server.secagg import choose_graph  # noqa: E402
 from server.settings import Aggregation, TrainSettings  # noqa: E402
 from server.sim.grid import InProcessGrid  # noqa: E402
@@ -269,21 +268,7 @@ def _training_run(
         store=store,
         attestations=attestations,
     )
-    store.start_run(
-        run_id=run.run_id,
-        flower_run_id=str(grid.run.run_id),
-        purpose=TRAINING_PURPOSE,
-        planned_rounds=rounds,
-        epsilon_budget=settings.epsilon_budget,
-        delta=settings.delta,
-        accounting=settings.accounting,
-        noise_multiplier=settings.noise_multiplier,
-        clipping_norm=settings.clipping_norm,
-        expected_devices=settings.expected_devices,
-        model="benchmark",
-        metric_label="none",
-        settings=settings.describe(),
-    )
+    run.record_start(model="benchmark", metric_label="none")
     return run
 
 

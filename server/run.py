@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 
 from flwr.serverapp import Grid
 
-from client_sdk.protocol import TRAINING_PURPOSE
 from privacy import Accountant
 from server.analytics import AnalyticsPlan, AnalyticsReport, AnalyticsRun, run_analytics
 from server.attestation import Attestations, attest_nodes
@@ -96,20 +95,9 @@ def run_training(
         observers=observers,
     )
     result = RunResult(run_id=run.run_id, status="running", reason="")
-    store.start_run(
-        run_id=run.run_id,
-        flower_run_id=str(grid.run.run_id),
-        purpose=TRAINING_PURPOSE,
-        planned_rounds=settings.rounds,
-        epsilon_budget=settings.epsilon_budget,
-        delta=settings.delta,
-        accounting=settings.accounting,
-        noise_multiplier=settings.noise_multiplier,
-        clipping_norm=settings.clipping_norm,
-        expected_devices=settings.expected_devices,
+    run.record_start(
         model=model_name(),
         metric_label=holdout.label if holdout is not None else "no server-side evaluation",
-        settings=settings.describe(),
     )
     log.info("Training run %s (Flower run %s) started", run.run_id, grid.run.run_id)
     try:

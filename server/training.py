@@ -150,6 +150,25 @@ class TrainingRun:
         """Flower's run id (what attestations and secure sums are bound to); 1 without a grid."""
         return self.grid.run.run_id if self.grid is not None else 1
 
+    def record_start(self, *, model: str, metric_label: str) -> None:
+        """Record in the release store that this run started, and under which settings."""
+        settings = self.settings
+        self.store.start_run(
+            run_id=self.run_id,
+            flower_run_id=str(self.flower_run_id),
+            purpose=TRAINING_PURPOSE,
+            planned_rounds=settings.rounds,
+            epsilon_budget=settings.epsilon_budget,
+            delta=settings.delta,
+            accounting=settings.accounting,
+            noise_multiplier=settings.noise_multiplier,
+            clipping_norm=settings.clipping_norm,
+            expected_devices=settings.expected_devices,
+            model=model,
+            metric_label=metric_label,
+            settings=settings.describe(),
+        )
+
 
 @dataclass
 class TrainingRound:
