@@ -233,7 +233,6 @@ def _training_run(
     eligibility: Any,
     attestations: Any,
 ) -> TrainingRun:
-    from privacy import Accountant
     from server.releases import ReleaseStore
 
     settings = TrainSettings(
@@ -253,13 +252,7 @@ def _training_run(
     )
     data_dir.mkdir(parents=True, exist_ok=True)
     store = stack.enter_context(ReleaseStore(settings.resolved_release_database_url))
-    accountant = stack.enter_context(
-        Accountant(
-            settings.resolved_accountant_database_url,
-            epsilon_budget=settings.epsilon_budget,
-            delta=settings.delta,
-        )
-    )
+    accountant = stack.enter_context(settings.open_accountant())
     run = TrainingRun(
         grid=grid,
         settings=settings,

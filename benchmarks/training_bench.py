@@ -403,7 +403,6 @@ class _LedgerTimer:
 def _moodfed_run(root: Path, service: Any, settings: Any, devices: int) -> dict[str, Any]:
     """One run of moodfed's ServerApp loop over an InProcessGrid; timed in parts."""
     from client_sdk.sim.client_app import make_sim_client_app
-    from privacy import Accountant
     from server.attestation import attest_nodes
     from server.eligibility import EligibilityClient
     from server.observers import RunObserver
@@ -429,11 +428,7 @@ def _moodfed_run(root: Path, service: Any, settings: Any, devices: int) -> dict[
         _LedgerTimer() as ledger,
         EligibilityClient(service.url, token=service.token) as eligibility,
         ReleaseStore(settings.resolved_release_database_url) as store,
-        Accountant(
-            settings.resolved_accountant_database_url,
-            epsilon_budget=settings.epsilon_budget,
-            delta=settings.delta,
-        ) as accountant,
+        settings.open_accountant() as accountant,
     ):
         started = time.perf_counter()
         attestations = attest_nodes(grid, grid.get_node_ids(), timeout=600)

@@ -170,14 +170,7 @@ def run_server(
                 )
             )
         store = stack.enter_context(ReleaseStore(settings.resolved_release_database_url))
-        accountant = stack.enter_context(
-            Accountant(
-                settings.resolved_accountant_database_url,
-                epsilon_budget=settings.epsilon_budget,
-                delta=settings.delta,
-                method=settings.accounting,
-            )
-        )
+        accountant = stack.enter_context(settings.open_accountant())
         result = run_training(
             grid,
             settings=settings,

@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from client_sdk.protocol import TrainConfig
 from consent.secret_files import read_secret_file
 from consent.settings import default_data_dir
+from privacy import Accountant
 
 __all__ = ["ENV_ONLY", "Aggregation", "TrainSettings"]
 
@@ -152,6 +153,15 @@ class TrainSettings(BaseSettings):
     def resolved_accountant_database_url(self) -> str:
         """The per-user budgets: their own database, never where the dashboard reads."""
         return self.accountant_database_url or f"sqlite:///{self.data_dir / 'privacy.db'}"
+
+    def open_accountant(self) -> Accountant:
+        """The per-user budgets these settings run under (close it, or use it in ``with``)."""
+        return Accountant(
+            self.resolved_accountant_database_url,
+            epsilon_budget=self.epsilon_budget,
+            delta=self.delta,
+            method=self.accounting,
+        )
 
     def sampling_rate(self, *, eligible: int) -> float:
         """q = expected devices / eligible devices, at most 1."""

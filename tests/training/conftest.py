@@ -125,11 +125,7 @@ class Simulation:
         return ReleaseStore(self.settings.resolved_release_database_url, read_only=True)
 
     def accountant(self) -> Accountant:
-        return Accountant(
-            self.settings.resolved_accountant_database_url,
-            epsilon_budget=self.settings.epsilon_budget,
-            delta=self.settings.delta,
-        )
+        return self.settings.open_accountant()
 
 
 def make_simulation(
