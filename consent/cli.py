@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import logging
+import logging.config
 import os
 from pathlib import Path
 from typing import Annotated, Any
@@ -67,6 +67,7 @@ def serve(
     Limits on slow clients, connections and the access log come from MOODFED_ variables
     (see consent/README.md).
     """
+    from consent.api.server import LOG_CONFIG
     from consent.api.server import serve as run_server
     from consent.ledger import load_or_create_log_key
     from consent.note import NoteSigner
@@ -90,7 +91,7 @@ def serve(
     except ValueError as exc:  # pydantic's ValidationError is a ValueError too
         console.print(f"[red]cannot start[/]: {exc}")
         raise typer.Exit(2) from None
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.config.dictConfig(LOG_CONFIG)  # the lines the workers write, from the start
     migrate(settings.resolved_database_url)
     signer = NoteSigner(settings.log_origin, load_or_create_log_key(settings.resolved_key_file))
     console.print(

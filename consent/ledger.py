@@ -21,7 +21,7 @@ from typing import Any, Literal, ParamSpec, TypeVar
 
 import nacl.signing
 from pydantic import ValidationError
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 from sqlmodel import col
@@ -68,7 +68,6 @@ from consent.statement import (
     verify_record_signature,
 )
 from consent.store import (
-    CHECKPOINTS_TABLE,
     ConsentState,
     LogEntry,
     LogHead,
@@ -420,11 +419,8 @@ class Ledger:
             head = self._head(session, lock=True)
             if not head.note:
                 note = self._sign(0)
-                session.execute(
-                    CHECKPOINTS_TABLE.insert(),
-                    [{"size": 0, "root_hash": self.tree.root(0), "note": note}],
-                )
-                session.execute(update(LogHead).where(col(LogHead.id) == 1).values(note=note))
+                queries.insert_checkpoint(session.connection(), 0, self.tree.root(0), note)
+                queries.set_head(session.connection(), 0, note)
                 session.commit()
             else:
                 with self._tree_lock:
