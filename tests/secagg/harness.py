@@ -22,6 +22,7 @@ from flwr.app import RecordDict
 from flwr.common import serde
 from flwr.proto.recorddict_pb2 import RecordDict as ProtoRecordDict
 from numpy.typing import NDArray
+from scipy.stats import chisquare  # type: ignore[import-untyped]  # scipy has no stubs here
 
 from client_sdk.keys import DeviceKey
 from client_sdk.protocol import new_nonce, sign_attestation
@@ -397,3 +398,18 @@ def drop_some(nodes: Iterable[int], fraction: float, *, seed: int = 0) -> set[in
     """``floor(fraction * n)`` nodes chosen at random (fixture choice, not key material)."""
     nodes = sorted(nodes)
     return set(random.Random(seed).sample(nodes, int(fraction * len(nodes))))
+
+
+# Significance level per vector. The masks come from fresh keys every run, so a uniform
+# vector fails with this probability: 1e-3 over 5 vectors failed about one run in 200
+# (it did, once, in CI). At 1e-6 a false alarm is one run in 200,000, while a vector left
+# unmasked, or masked in its low bits only, still scores p ~ 0 over thousands of coordinates.
+UNIFORMITY_ALPHA = 1e-6
+_TOP_BITS = 4  # 16 bins; 4096 coordinates give 256 expected per bin
+
+
+def top_bits_p_value(values: np.ndarray, modulus_bits: int) -> float:
+    """The chi-square p-value of a vector's top 4 bits against 16 equally likely bins."""
+    bins = (values >> np.uint64(modulus_bits - _TOP_BITS)).astype(np.int64)
+    counts = np.bincount(bins, minlength=1 << _TOP_BITS)
+    return float(chisquare(counts).pvalue)

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import chisquare  # type: ignore[import-untyped]  # scipy has no stubs here
 
 from client_sdk.secagg import MaskedInputReply
-from tests.secagg.harness import Federation, from_wire, random_vectors, to_wire
-
-ALPHA = 1e-3  # fixed significance level of the uniformity test
-TOP_BITS = 4  # 16 bins; 4096 coordinates give 256 expected per bin
-
-
-def top_bits_p_value(values: np.ndarray, modulus_bits: int) -> float:
-    bins = (values >> np.uint64(modulus_bits - TOP_BITS)).astype(np.int64)
-    counts = np.bincount(bins, minlength=1 << TOP_BITS)
-    return float(chisquare(counts).pvalue)
+from tests.secagg.harness import (
+    UNIFORMITY_ALPHA,
+    Federation,
+    from_wire,
+    random_vectors,
+    to_wire,
+    top_bits_p_value,
+)
 
 
 def test_a_masked_vector_is_uniform_even_when_the_input_is_extreme() -> None:
@@ -33,8 +30,10 @@ def test_a_masked_vector_is_uniform_even_when_the_input_is_extreme() -> None:
     ]
 
     assert outcome.total is not None and len(masked) == 5
-    assert top_bits_p_value(vectors[target], bits) < ALPHA  # the test would catch no mask
-    assert all(top_bits_p_value(m, bits) > ALPHA for m in masked)
+    assert (
+        top_bits_p_value(vectors[target], bits) < UNIFORMITY_ALPHA
+    )  # the test would catch no mask
+    assert all(top_bits_p_value(m, bits) > UNIFORMITY_ALPHA for m in masked)
 
 
 def test_the_server_never_receives_a_planted_vector_in_the_clear() -> None:

@@ -44,6 +44,7 @@ from server.releases import ReleaseStore
 from server.sim.grid import InProcessGrid
 from server.transcript import read_transcript
 from tests.conftest import ConsentServer
+from tests.secagg.harness import UNIFORMITY_ALPHA, top_bits_p_value
 from tests.training.conftest import Simulation, make_simulation
 from tests.training.mods import partition
 
@@ -166,8 +167,7 @@ def test_masked_coordinates_are_uniform(secure_run: Simulation) -> None:
     ]
     assert len(masked) == 5
     for vector in masked:  # top 4 bits of each 32-bit coordinate: 16 equally likely bins
-        counts = np.bincount((vector.astype(np.uint64) >> np.uint64(28)).astype(int), minlength=16)
-        assert stats.chisquare(counts).pvalue > 1e-4
+        assert top_bits_p_value(vector.astype(np.uint64), 32) > UNIFORMITY_ALPHA
     # The planted device's vector is as uniform as the others, and differs from its input.
     assert not np.allclose(masked[0], 0)
 
